@@ -1,0 +1,233 @@
+"""Readers of foreign 4D-STEM files: each returns the raw diffraction array, (N, Ky, Kx) or (Ny, Nx, Ky, Kx).
+
+Metadata (energy, detector sampling, scan step) are not read here; they come from the config.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ptyopt.errors import DataError
+
+EMPAD_COLUMNS = 128
+EMPAD_ROWS = 130  # the last 2 rows of each EMPAD frame hold metadata, not pixels
+EMPAD_FRAME_BYTES = EMPAD_COLUMNS * EMPAD_ROWS * 4
+_MATLAB_INTERNAL_GROUPS = ("#refs#", "#subsystem#")
+
+
+def _listing(names: list[str]) -> str:
+    return ", ".join(names) if names else "(none)"
+
+
+def _is_patterns(shape: tuple[int, ...]) -> bool:
+    return len(shape) in (3, 4)
+
+
+def _check_array(array: np.ndarray, source: str) -> np.ndarray:
+    if array.dtype.names is not None and {"real", "imag"} <= set(array.dtype.names):
+        array = array["real"] + 1j * array["imag"]  # MATLAB v7.3 stores complex as a compound type
+    if np.iscomplexobj(array):
+        raise DataError(
+            f"{source} holds complex values; diffraction intensities must be real "
+            "(store |psi|^2, not the wave function)"
+        )
+    if array.dtype.kind not in "uif":
+        raise DataError(f"{source} has dtype {array.dtype}; expected real numbers (float or integer counts)")
+    if not _is_patterns(array.shape):
+        raise DataError(
+            f"{source} has shape {array.shape}; expected a 3-D (N, Ky, Kx) or 4-D (Ny, Nx, Ky, Kx) "
+            "array of diffraction patterns"
+        )
+    return array
+
+
+def _pick_by_shape(shapes: dict[str, tuple[int, ...]], source: str) -> str:
+    """The key of the only array, or of the only 3-D/4-D array, in a multi-array file (npz, MATLAB v5)."""
+    if len(shapes) == 1:
+        return next(iter(shapes))
+    candidates = [name for name, shape in shapes.items() if _is_patterns(shape)]
+    if len(candidates) == 1:
+        return candidates[0]
+    found = ", ".join(f"'{name}' {shape}" for name, shape in shapes.items()) or "no arrays"
+    raise DataError(
+        f"{source}: cannot tell which array holds the diffraction patterns (found {found}); "
+        "give the key of the (N, Ky, Kx) or (Ny, Nx, Ky, Kx) array"
+    )
+
+
+def _read_npy(path: Path, key: str | None) -> np.ndarray:
+    _no_key(path, key)
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as error:
+        raise DataError(f"{path} is not a readable .npy array ({error}); save it with numpy.save") from error
+
+
+def _read_npz(path: Path, key: str | None) -> np.ndarray:
+    with np.load(path, allow_pickle=False) as archive:
+        if key is None:
+            key = _pick_by_shape({name: archive[name].shape for name in archive.files}, str(path))
+        if key not in archive.files:
+            raise DataError(f"{path} has no array '{key}'; available keys: {_listing(archive.files)}")
+        return archive[key]
+
+
+def _hdf5_datasets(handle: h5py.File, skip: tuple[str, ...] = ()) -> dict[str, h5py.Dataset]:
+    found: dict[str, h5py.Dataset] = {}
+
+    def visit(name: str, item: h5py.HLObject) -> None:
+        if isinstance(item, h5py.Dataset) and not name.startswith(skip):
+            found["/" + name] = item
+
+    handle.visititems(visit)
+    return found
+
+
+def _read_hdf5_array(path: Path, key: str | None, *, matlab: bool = False) -> np.ndarray:
+    with h5py.File(path, "r") as handle:
+        datasets = _hdf5_datasets(handle, _MATLAB_INTERNAL_GROUPS if matlab else ())
+        if key is None:
+            candidates = [name for name, ds in datasets.items() if _is_patterns(ds.shape)]
+            if not candidates:
+                found = ", ".join(f"{name} {ds.shape}" for name, ds in datasets.items()) or "no datasets"
+                raise DataError(
+                    f"{path} holds no 3-D or 4-D dataset (found {found}); the diffraction patterns must be "
+                    "(N, Ky, Kx) or (Ny, Nx, Ky, Kx)"
+                )
+            key = max(candidates, key=lambda name: datasets[name].size)
+        name = "/" + key.lstrip("/")
+        if name not in datasets:
+            raise DataError(f"{path} has no dataset '{key}'; datasets in the file: {_listing(list(datasets))}")
+        array = datasets[name][()]
+    # MATLAB writes column-major, so h5py sees the dimensions in reverse order
+    return np.ascontiguousarray(array.T) if matlab else array
+
+
+def _read_hdf5(path: Path, key: str | None) -> np.ndarray:
+    return _read_hdf5_array(path, key)
+
+
+def _read_mat(path: Path, key: str | None) -> np.ndarray:
+    if h5py.is_hdf5(path):
+        return _read_hdf5_array(path, key, matlab=True)
+    import scipy.io
+
+    try:
+        variables = {name: value for name, value in scipy.io.loadmat(path).items() if not name.startswith("__")}
+    except (ValueError, NotImplementedError, TypeError) as error:
+        raise DataError(f"{path} is not a readable MATLAB file ({error}); save it with -v7 or -v7.3") from error
+    arrays = {name: value for name, value in variables.items() if isinstance(value, np.ndarray)}
+    if key is None:
+        key = _pick_by_shape({name: value.shape for name, value in arrays.items()}, str(path))
+    if key not in arrays:
+        raise DataError(f"{path} has no variable '{key}'; variables in the file: {_listing(list(arrays))}")
+    return arrays[key]
+
+
+def _read_tiff(path: Path, key: str | None) -> np.ndarray:
+    import tifffile
+
+    _no_key(path, key)
+    with tifffile.TiffFile(path) as tif:
+        if tif.pages[0].samplesperpixel > 1:
+            raise DataError(
+                f"{path} is a colour (RGB) TIFF; diffraction patterns must be single-channel greyscale"
+            )
+        return tif.asarray()
+
+
+def _read_empad(path: Path, key: str | None, scan_shape: tuple[int, int] | None) -> np.ndarray:
+    _no_key(path, key)
+    size_bytes = path.stat().st_size
+    if scan_shape is not None:
+        expected_bytes = scan_shape[0] * scan_shape[1] * EMPAD_FRAME_BYTES
+        if size_bytes != expected_bytes:
+            raise DataError(
+                f"{path} has {size_bytes} bytes, but an EMPAD scan of {scan_shape} needs {expected_bytes} bytes "
+                f"({EMPAD_FRAME_BYTES} per frame of {EMPAD_COLUMNS}x{EMPAD_ROWS} float32); the file is "
+                f"{'truncated' if size_bytes < expected_bytes else 'larger'} or scan_shape is wrong"
+            )
+    elif size_bytes == 0 or size_bytes % EMPAD_FRAME_BYTES:
+        raise DataError(
+            f"{path} has {size_bytes} bytes, not a whole number of EMPAD frames of {EMPAD_FRAME_BYTES} bytes "
+            f"({EMPAD_COLUMNS}x{EMPAD_ROWS} float32); the file is truncated or not an EMPAD .raw file"
+        )
+    else:
+        n_frames = size_bytes // EMPAD_FRAME_BYTES
+        side = math.isqrt(n_frames)
+        if side * side != n_frames:
+            raise DataError(
+                f"{path} holds {n_frames} EMPAD frames, not a square scan; give scan_shape=(Ny, Nx)"
+            )
+        scan_shape = (side, side)
+    frames = np.memmap(path, dtype="<f4", mode="r", shape=(*scan_shape, EMPAD_ROWS, EMPAD_COLUMNS))
+    return frames[:, :, :EMPAD_COLUMNS, :]
+
+
+def _no_key(path: Path, key: str | None) -> None:
+    if key is not None:
+        raise DataError(f"{path.suffix} files hold a single array; remove key '{key}'")
+
+
+READERS: dict[str, Callable[[Path, str | None], np.ndarray]] = {
+    ".npy": _read_npy,
+    ".npz": _read_npz,
+    ".h5": _read_hdf5,
+    ".hdf5": _read_hdf5,
+    ".hdf": _read_hdf5,
+    ".emd": _read_hdf5,
+    ".mat": _read_mat,
+    ".tif": _read_tiff,
+    ".tiff": _read_tiff,
+}
+SUPPORTED_SUFFIXES: tuple[str, ...] = (*READERS, ".raw")
+
+
+def _apply_scan_shape(array: np.ndarray, scan_shape: tuple[int, int], source: str) -> np.ndarray:
+    if array.ndim == 4:
+        if array.shape[:2] != scan_shape:
+            raise DataError(f"{source} has scan axes {array.shape[:2]} but scan_shape is {scan_shape}")
+        return array
+    if array.shape[0] != scan_shape[0] * scan_shape[1]:
+        raise DataError(
+            f"{source} holds {array.shape[0]} patterns but scan_shape {scan_shape} needs "
+            f"{scan_shape[0] * scan_shape[1]}; fix scan_shape"
+        )
+    return array.reshape(*scan_shape, *array.shape[1:])
+
+
+def read_array(
+    path: str | Path, *, key: str | None = None, scan_shape: tuple[int, int] | None = None
+) -> np.ndarray:
+    """Diffraction patterns of a foreign file as (N, Ky, Kx), or (Ny, Nx, Ky, Kx) when the file or
+    ``scan_shape`` gives the scan axes. The dtype is kept (float or integer counts).
+
+    key: array name in .npz / .mat, or dataset path in HDF5 / EMD (e.g. "/data/meas"); without it the
+    3-D/4-D array is found (the largest one in HDF5). scan_shape: (Ny, Nx) of the raster scan; required for
+    an EMPAD .raw of a non-square scan. EMPAD .raw files are returned as a read-only memory map.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data file not found: {path}")
+    suffix = path.suffix.lower()
+    if scan_shape is not None:
+        if len(scan_shape) != 2 or not all(int(n) == n and n > 0 for n in scan_shape):
+            raise DataError(f"scan_shape must be two positive integers (Ny, Nx), got {scan_shape!r}")
+        scan_shape = (int(scan_shape[0]), int(scan_shape[1]))
+    if suffix == ".raw":
+        array = _read_empad(path, key, scan_shape)
+    elif suffix in READERS:
+        array = READERS[suffix](path, key)
+    else:
+        raise DataError(
+            f"unsupported file type '{path.suffix}' of {path}; supported: {', '.join(SUPPORTED_SUFFIXES)}"
+        )
+    array = _check_array(array, str(path) if key is None else f"'{key}' in {path}")
+    if scan_shape is not None:
+        array = _apply_scan_shape(array, scan_shape, str(path))
+    return array

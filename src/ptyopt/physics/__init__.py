@@ -1,0 +1,39 @@
+"""Pure, device- and dtype-agnostic physics of multislice electron ptychography.
+
+Everything here is a function of tensors: no state, no globals; device and dtype follow the inputs.
+"""
+
+from ptyopt.physics.aberrations import ABERRATION_SYMBOLS, aberration_phase, canonical_aberrations
+from ptyopt.physics.constants import interaction_constant, wavelength_ang
+from ptyopt.physics.grids import frequency_grid
+from ptyopt.physics.multislice import (
+    far_field_intensity,
+    forward_intensities,
+    gather_patches,
+    multislice_exit_waves,
+    transmission,
+)
+from ptyopt.physics.probe import make_probe, orthogonalize_modes, probe_modes
+from ptyopt.physics.propagators import PROPAGATORS, propagator, tilt_ramp
+from ptyopt.physics.shift import fourier_shift
+
+__all__ = [
+    "ABERRATION_SYMBOLS",
+    "PROPAGATORS",
+    "aberration_phase",
+    "canonical_aberrations",
+    "far_field_intensity",
+    "forward_intensities",
+    "fourier_shift",
+    "frequency_grid",
+    "gather_patches",
+    "interaction_constant",
+    "make_probe",
+    "multislice_exit_waves",
+    "orthogonalize_modes",
+    "probe_modes",
+    "propagator",
+    "tilt_ramp",
+    "transmission",
+    "wavelength_ang",
+]
