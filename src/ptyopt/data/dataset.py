@@ -24,7 +24,7 @@ def _require_finite(name: str, array: np.ndarray) -> None:
     if not np.isfinite(array).all():
         bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
         raise DataError(
-            f"{name} holds {bad} NaN or infinite values; fix or mask them before loading "
+            f"{name}: {bad} values are NaN or infinite; fix or mask them before loading "
             "(e.g. replace with 0 with numpy.nan_to_num)"
         )
 

@@ -6,6 +6,7 @@ Metadata (energy, detector sampling, scan step) are not read here; they come fro
 from __future__ import annotations
 
 import math
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -46,6 +47,11 @@ def _check_array(array: np.ndarray, source: str) -> np.ndarray:
     return array
 
 
+def _no_key(path: Path, key: str | None) -> None:
+    if key is not None:
+        raise DataError(f"{path.suffix} files hold a single array; remove key '{key}'")
+
+
 def _pick_by_shape(shapes: dict[str, tuple[int, ...]], source: str) -> str:
     """The key of the only array, or of the only 3-D/4-D array, in a multi-array file (npz, MATLAB v5)."""
     if len(shapes) == 1:
@@ -62,10 +68,7 @@ def _pick_by_shape(shapes: dict[str, tuple[int, ...]], source: str) -> str:
 
 def _read_npy(path: Path, key: str | None) -> np.ndarray:
     _no_key(path, key)
-    try:
-        return np.load(path, allow_pickle=False)
-    except ValueError as error:
-        raise DataError(f"{path} is not a readable .npy array ({error}); save it with numpy.save") from error
+    return np.load(path, allow_pickle=False)
 
 
 def _read_npz(path: Path, key: str | None) -> np.ndarray:
@@ -117,11 +120,10 @@ def _read_mat(path: Path, key: str | None) -> np.ndarray:
         return _read_hdf5_array(path, key, matlab=True)
     import scipy.io
 
-    try:
-        variables = {name: value for name, value in scipy.io.loadmat(path).items() if not name.startswith("__")}
-    except (ValueError, NotImplementedError, TypeError) as error:
-        raise DataError(f"{path} is not a readable MATLAB file ({error}); save it with -v7 or -v7.3") from error
-    arrays = {name: value for name, value in variables.items() if isinstance(value, np.ndarray)}
+    variables = scipy.io.loadmat(path)
+    arrays = {
+        name: value for name, value in variables.items() if not name.startswith("__") and isinstance(value, np.ndarray)
+    }
     if key is None:
         key = _pick_by_shape({name: value.shape for name, value in arrays.items()}, str(path))
     if key not in arrays:
@@ -134,10 +136,11 @@ def _read_tiff(path: Path, key: str | None) -> np.ndarray:
 
     _no_key(path, key)
     with tifffile.TiffFile(path) as tif:
-        if tif.pages[0].samplesperpixel > 1:
-            raise DataError(
-                f"{path} is a colour (RGB) TIFF; diffraction patterns must be single-channel greyscale"
-            )
+        page = tif.pages[0]
+        # interleaved samples put a colour axis last; separate planes (tifffile's default for a stack of
+        # 3 or 4 frames) put it first, where it is the frame axis and reads correctly
+        if page.samplesperpixel > 1 and page.planarconfig == tifffile.PLANARCONFIG.CONTIG:
+            raise DataError(f"{path} is a colour (RGB) TIFF; diffraction patterns must be single-channel greyscale")
         return tif.asarray()
 
 
@@ -161,17 +164,10 @@ def _read_empad(path: Path, key: str | None, scan_shape: tuple[int, int] | None)
         n_frames = size_bytes // EMPAD_FRAME_BYTES
         side = math.isqrt(n_frames)
         if side * side != n_frames:
-            raise DataError(
-                f"{path} holds {n_frames} EMPAD frames, not a square scan; give scan_shape=(Ny, Nx)"
-            )
+            raise DataError(f"{path} holds {n_frames} EMPAD frames, not a square scan; give scan_shape=(Ny, Nx)")
         scan_shape = (side, side)
     frames = np.memmap(path, dtype="<f4", mode="r", shape=(*scan_shape, EMPAD_ROWS, EMPAD_COLUMNS))
     return frames[:, :, :EMPAD_COLUMNS, :]
-
-
-def _no_key(path: Path, key: str | None) -> None:
-    if key is not None:
-        raise DataError(f"{path.suffix} files hold a single array; remove key '{key}'")
 
 
 READERS: dict[str, Callable[[Path, str | None], np.ndarray]] = {
@@ -201,9 +197,7 @@ def _apply_scan_shape(array: np.ndarray, scan_shape: tuple[int, int], source: st
     return array.reshape(*scan_shape, *array.shape[1:])
 
 
-def read_array(
-    path: str | Path, *, key: str | None = None, scan_shape: tuple[int, int] | None = None
-) -> np.ndarray:
+def read_array(path: str | Path, *, key: str | None = None, scan_shape: tuple[int, int] | None = None) -> np.ndarray:
     """Diffraction patterns of a foreign file as (N, Ky, Kx), or (Ny, Nx, Ky, Kx) when the file or
     ``scan_shape`` gives the scan axes. The dtype is kept (float or integer counts).
 
@@ -219,14 +213,17 @@ def read_array(
         if len(scan_shape) != 2 or not all(int(n) == n and n > 0 for n in scan_shape):
             raise DataError(f"scan_shape must be two positive integers (Ny, Nx), got {scan_shape!r}")
         scan_shape = (int(scan_shape[0]), int(scan_shape[1]))
-    if suffix == ".raw":
-        array = _read_empad(path, key, scan_shape)
-    elif suffix in READERS:
-        array = READERS[suffix](path, key)
-    else:
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise DataError(f"unsupported file type '{path.suffix}' of {path}; supported: {', '.join(SUPPORTED_SUFFIXES)}")
+    try:
+        array = _read_empad(path, key, scan_shape) if suffix == ".raw" else READERS[suffix](path, key)
+    except DataError:
+        raise
+    except (OSError, ValueError, NotImplementedError, zipfile.BadZipFile) as error:
+        # parse errors of numpy / h5py / scipy / tifffile on damaged or mislabelled files
         raise DataError(
-            f"unsupported file type '{path.suffix}' of {path}; supported: {', '.join(SUPPORTED_SUFFIXES)}"
-        )
+            f"cannot read {path} as a {suffix} file ({error}); check that it is complete and of that format"
+        ) from error
     array = _check_array(array, str(path) if key is None else f"'{key}' in {path}")
     if scan_shape is not None:
         array = _apply_scan_shape(array, scan_shape, str(path))
