@@ -30,6 +30,7 @@ from ptyopt.data.transforms import (
     scan_region_indices,
 )
 from ptyopt.errors import ConfigError, DataError
+from ptyopt.progress import progress_bar
 
 Mode = Literal["precompute", "on_the_fly"]
 MODE_FIELD = Field("precompute", description="'precompute' once on the whole dataset, or 'on_the_fly' per batch")
@@ -218,7 +219,13 @@ class Preprocessor:
         """Dataset after the precomputed steps (float32), with dk and counts flag updated."""
         if not self._precompute:
             return dataset
-        out = np.concatenate([_apply_all(self._precompute, c).numpy() for c in _chunks(dataset.meas, self.chunk_patterns)])
+        parts = []
+        with progress_bar(transient=True) as bar:
+            task = bar.add_task("preprocessing", total=dataset.n_patterns)
+            for chunk in _chunks(dataset.meas, self.chunk_patterns):
+                parts.append(_apply_all(self._precompute, chunk).numpy())
+                bar.advance(task, len(chunk))
+        out = np.concatenate(parts)
         geometry = self._precompute[-1].geometry_out
         still_counts = dataset.counts and not any(isinstance(s.config, Normalize) for s in self._precompute)
         return dataset.replace(meas=out, dk_inv_ang=geometry.dk_inv_ang, counts=still_counts)

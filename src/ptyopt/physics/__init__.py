@@ -11,6 +11,9 @@ from ptyopt.physics.multislice import (
     forward_intensities,
     gather_patches,
     multislice_exit_waves,
+    multislice_far_field,
+    shift_probes,
+    split_positions,
     transmission,
 )
 from ptyopt.physics.probe import make_probe, orthogonalize_modes, probe_modes
@@ -30,6 +33,9 @@ __all__ = [
     "interaction_constant",
     "make_probe",
     "multislice_exit_waves",
+    "multislice_far_field",
+    "shift_probes",
+    "split_positions",
     "orthogonalize_modes",
     "probe_modes",
     "propagator",

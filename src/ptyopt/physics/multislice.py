@@ -29,6 +29,16 @@ def gather_patches(image: Tensor, crop_yx_px: Tensor, window_px: tuple[int, int]
     return patches.movedim(-3, 0)
 
 
+def split_positions(center_px: Tensor, window_px: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """Split probe centres (B, 2) [object px] into integer crops (top-left corners) and sub-pixel shifts.
+
+    centre = crop + window//2 + shift with |shift| <= 1/2, so the probe never wraps around its window.
+    """
+    nearest = torch.round(center_px)
+    half = torch.tensor([window_px[0] // 2, window_px[1] // 2], device=center_px.device)
+    return nearest.long() - half, center_px - nearest
+
+
 def shift_probes(probe: Tensor, shift_px: Tensor) -> Tensor:
     """Probe modes (pmode, Y, X) shifted by sub-pixel shifts (B, 2) [px] -> (B, pmode, Y, X)."""
     ramp = shift_ramp(probe.shape[-2:], shift_px.to(probe.real.dtype))

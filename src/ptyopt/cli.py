@@ -1,0 +1,191 @@
+"""The ``ptyopt`` command. User errors (PtyoptError) print a message and exit with code 2, never a traceback."""
+
+from __future__ import annotations
+
+import functools
+import json
+import platform
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ptyopt.errors import ConfigError, PtyoptError
+
+app = typer.Typer(
+    name="ptyopt",
+    help="Multislice electron ptychography by automatic differentiation: simulate, reconstruct, evaluate, study.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True, soft_wrap=True)
+
+
+def command(*args: Any, **kwargs: Any) -> Callable:
+    """Register a CLI command whose PtyoptErrors become a one-line message and exit code 2."""
+
+    def decorator(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(*a: Any, **k: Any) -> Any:
+            try:
+                return fn(*a, **k)
+            except PtyoptError as err:
+                err_console.print(f"[bold red]error:[/] {err}", highlight=False)
+                raise typer.Exit(2) from None
+
+        return app.command(*args, **kwargs)(wrapper)
+
+    return decorator
+
+
+def _parse_range(text: str | None, name: str) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        start, stop = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise ConfigError(f"{name} must look like START:STOP (e.g. 50:150), got '{text}'") from None
+    return start, stop
+
+
+def _parse_ints(text: str | None, name: str) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(int(v) for v in text.replace(" ", "").split(","))
+    except ValueError:
+        raise ConfigError(f"{name} must be comma-separated integers (e.g. 2,3,0,1), got '{text}'") from None
+
+
+@command()
+def info() -> None:
+    """Print versions of ptyopt and its main dependencies, and the compute devices torch can use."""
+    import importlib.metadata as md
+
+    import torch
+
+    table = Table(title="ptyopt environment", show_header=False)
+    table.add_row("python", platform.python_version())
+    for package in ("ptyopt", "torch", "numpy", "scipy", "h5py", "pydantic", "abtem", "ase"):
+        try:
+            table.add_row(package, md.version(package))
+        except md.PackageNotFoundError:
+            table.add_row(package, "[dim]not installed[/]")
+    table.add_row("cpu", f"{platform.machine()}, torch threads {torch.get_num_threads()}")
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(i)
+            table.add_row(f"cuda:{i}", f"{props.name}, {props.total_memory / 2**30:.1f} GiB")
+    else:
+        table.add_row("cuda", "[dim]not available[/]")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        table.add_row("mps", "available")
+    console.print(table)
+
+
+@command()
+def demo(
+    out: Annotated[Path, typer.Option(help="output folder")] = Path("demo_out"),
+    device: Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda")] = "cpu",
+) -> None:
+    """Simulate a small SrTiO3-like 4D-STEM dataset with the forward model and write a CBED figure."""
+    import torch
+
+    from ptyopt.demo import run_demo
+
+    try:
+        torch.empty(1, device=device)
+    except (RuntimeError, AssertionError) as err:
+        raise ConfigError(f"device '{device}' is not usable here ({err}); try --device cpu") from None
+    files = run_demo(out, device=device)
+    for label, path in files.items():
+        console.print(f"{label:>8}: {path}")
+
+
+@command()
+def convert(
+    source: Annotated[Path, typer.Argument(help="foreign data: .npy .npz .h5 .emd .mat .tif .raw")],
+    out: Annotated[Path, typer.Option(help="ptyopt dataset file to write (.h5)")],
+    energy_kv: Annotated[float, typer.Option(help="accelerating voltage [kV]")],
+    conv_angle_mrad: Annotated[float, typer.Option(help="probe convergence semi-angle [mrad]")],
+    dk_inv_ang: Annotated[float, typer.Option(help="detector pixel in reciprocal space [1/Å]")],
+    step_ang: Annotated[float, typer.Option(help="raster scan step [Å]")],
+    scan_shape: Annotated[str | None, typer.Option(help="scan Ny,Nx (needed for 3-D input and EMPAD)")] = None,
+    key: Annotated[str | None, typer.Option(help="dataset key inside HDF5/EMD/npz/MATLAB files")] = None,
+    permute: Annotated[str | None, typer.Option(help="axis order giving (Ny,Nx,Ky,Kx), e.g. 2,3,0,1")] = None,
+    scan_crop_y: Annotated[str | None, typer.Option(help="keep scan rows START:STOP")] = None,
+    scan_crop_x: Annotated[str | None, typer.Option(help="keep scan columns START:STOP")] = None,
+    defocus_ang: Annotated[float, typer.Option(help="nominal defocus [Å] (= -C10, positive = underfocus)")] = 0.0,
+    aberrations: Annotated[str | None, typer.Option(help='more aberrations as JSON, e.g. \'{"Cs": 1e4}\'')] = None,
+    counts: Annotated[bool, typer.Option(help="the data are electron counts")] = False,
+    dose_e_per_ang2: Annotated[float | None, typer.Option(help="electron dose [e/Å²]")] = None,
+    preprocess: Annotated[Path | None, typer.Option(help="YAML list of preprocessing steps to precompute")] = None,
+) -> None:
+    """Convert foreign 4D-STEM data into a ptyopt dataset file (optionally cropped and preprocessed)."""
+    import numpy as np
+    import yaml
+    from pydantic import TypeAdapter, ValidationError
+
+    from ptyopt.data import Dataset4D, Preprocessor, Step, read_array, select_scan_region, to_3d, write_dataset
+
+    shape = _parse_ints(scan_shape, "--scan-shape")
+    if shape is not None and len(shape) != 2:
+        raise ConfigError(f"--scan-shape needs two integers Ny,Nx, got {scan_shape}")
+    array = read_array(source, key=key, scan_shape=shape)
+    meas, found_shape = to_3d(np.asarray(array), _parse_ints(permute, "--permute"))
+    shape = found_shape or shape
+    if shape is None:
+        raise ConfigError("the data are 3-D (N, Ky, Kx); give --scan-shape Ny,Nx for the raster scan")
+    try:
+        extra = json.loads(aberrations) if aberrations else {}
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"--aberrations is not valid JSON ({err})") from None
+    dataset = Dataset4D.from_raster(
+        meas, shape, step_ang, energy_kv=energy_kv, conv_angle_mrad=conv_angle_mrad, dk_inv_ang=dk_inv_ang,
+        aberrations={"defocus": defocus_ang, **extra}, counts=counts, dose_e_per_ang2=dose_e_per_ang2,
+    )
+    if scan_crop_y or scan_crop_x:
+        dataset = select_scan_region(
+            dataset, _parse_range(scan_crop_y, "--scan-crop-y"), _parse_range(scan_crop_x, "--scan-crop-x")
+        )
+    if preprocess is not None:
+        try:
+            steps = TypeAdapter(list[Step]).validate_python(yaml.safe_load(preprocess.read_text()) or [])
+        except (OSError, yaml.YAMLError, ValidationError) as err:
+            raise ConfigError(f"cannot use preprocessing file {preprocess}: {err}") from None
+        pre = Preprocessor(steps, dataset)
+        if pre.has_on_the_fly:
+            raise ConfigError("convert precomputes; set mode: precompute on every step (on_the_fly is for runs)")
+        dataset = pre.precompute(dataset)
+    written = write_dataset(out, dataset)
+    console.print(f"wrote {written}: {dataset.n_patterns} patterns of {dataset.detector_shape} px")
+
+
+@command()
+def inspect(path: Annotated[Path, typer.Argument(help="ptyopt dataset file, or any readable 4D-STEM file")]) -> None:
+    """Describe a dataset: shapes, sampling, metadata and ground truth."""
+    from ptyopt.data import is_dataset_file, read_array, read_dataset
+
+    if is_dataset_file(path):
+        summary = read_dataset(path).summary()
+    else:
+        array = read_array(path)
+        summary = {"file": str(path), "shape": array.shape, "dtype": str(array.dtype),
+                   "note": "foreign file: convert it with 'ptyopt convert' to add the experiment metadata"}
+    table = Table(title=str(path), show_header=False)
+    for name, value in summary.items():
+        table.add_row(name, str(value))
+    console.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Ground-truth specimens and 4D-STEM simulation."""
