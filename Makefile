@@ -8,7 +8,7 @@ EXTRAS ?= sim,dev
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.ptyopt-installed
 
-.PHONY: setup test demo lint clean
+.PHONY: setup test demo demo-data lint clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,10 @@ test: setup
 
 demo: setup
 	$(BIN)/ptyopt demo --out demo_out
+
+# regenerate the dataset shipped inside the package (abTEM, about 15 s)
+demo-data: setup
+	$(BIN)/ptyopt simulate --preset sto-demo --out src/ptyopt/data/examples/sto-demo.h5 --no-cache
 
 lint: setup
 	$(BIN)/ruff check src tests

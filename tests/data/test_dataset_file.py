@@ -21,6 +21,8 @@ def _truth(rng):
         positions_ang=rng.standard_normal((6, 2)),
         probe=probe.astype(np.complex64),
         probe_dx_ang=0.31,
+        fine_phase_slices=rng.standard_normal((6, 12, 14)),
+        fine_slice_thickness_ang=1.0,
         attrs={
             "structure": "SrTiO3 [001]",
             "seed": 7,
@@ -82,6 +84,8 @@ def test_round_trip_uint16_counts_with_truth(tmp_path):
     assert np.iscomplexobj(truth.probe) and truth.probe.shape == (2, 8, 8)
     np.testing.assert_array_equal(truth.probe, expected.probe)
     assert truth.probe_dx_ang == 0.31
+    np.testing.assert_array_equal(truth.fine_phase_slices, expected.fine_phase_slices)
+    assert truth.fine_slice_thickness_ang == 1.0
     grid = truth.attrs.pop("grid")
     np.testing.assert_array_equal(grid, np.arange(3))
     assert truth.attrs == {

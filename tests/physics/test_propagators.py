@@ -54,9 +54,9 @@ def test_per_slice_thickness_and_tilts(grid):
     assert propagator(ky, kx, dz, LAM, tilt_mrad=tilts[1]).shape == (3, 32, 48)
 
 
-def test_tilt_shifts_wave_by_dz_tan_theta():
+def test_tilt_moves_wave_by_minus_dz_tan_theta():
     ky, kx = frequency_grid((64, 64), 0.1, dtype=torch.float64)
-    dz, tilt_mrad = 50.0, 4.0  # lateral shift 50 Å · tan(4 mrad) = 0.2 Å = 2 px along y
+    dz, tilt_mrad = 50.0, 4.0  # lateral shift -50 Å · tan(4 mrad) = -0.2 Å = -2 px along y
     psi = torch.zeros(64, 64, dtype=torch.complex128)
     psi[20, 30] = 1.0
     h = propagator(ky, kx, dz, LAM, tilt_mrad=torch.tensor([tilt_mrad, 0.0], dtype=torch.float64))

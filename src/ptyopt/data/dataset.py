@@ -41,7 +41,9 @@ class GroundTruth:
 
     phase_slices: (S, Y, X) [rad] on a canvas of pixel dx_ang [Å] and slice thickness slice_thickness_ang [Å];
     origin_ang: (y, x) position [Å] of canvas pixel (0, 0) in the frame of the scan positions;
-    positions_ang: true positions (N, 2) [Å]; probe: (Y, X) or (pmode, Y, X) complex with pixel probe_dx_ang.
+    positions_ang: true positions (N, 2) [Å]; probe: (Y, X) or (pmode, Y, X) complex with pixel probe_dx_ang;
+    fine_phase_slices: optional (S_fine, Y, X) [rad] on the same canvas in the simulation's thinner slices of
+    fine_slice_thickness_ang [Å] (phase_slices are their sums in the reconstruction slicing).
     """
 
     phase_slices: np.ndarray
@@ -51,6 +53,8 @@ class GroundTruth:
     positions_ang: np.ndarray | None = None
     probe: np.ndarray | None = None
     probe_dx_ang: float | None = None
+    fine_phase_slices: np.ndarray | None = None
+    fine_slice_thickness_ang: float | None = None
     attrs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -61,6 +65,14 @@ class GroundTruth:
         self.dx_ang = _positive("truth dx_ang", self.dx_ang)
         self.slice_thickness_ang = _positive("truth slice_thickness_ang", self.slice_thickness_ang)
         self.origin_ang = (float(self.origin_ang[0]), float(self.origin_ang[1]))
+        if self.fine_phase_slices is not None:
+            self.fine_phase_slices = np.asarray(self.fine_phase_slices)
+            if self.fine_phase_slices.ndim != 3 or self.fine_phase_slices.shape[1:] != self.phase_slices.shape[1:]:
+                raise DataError(
+                    f"truth fine_phase_slices has shape {self.fine_phase_slices.shape}; expected (S_fine, Y, X) "
+                    f"on the canvas of phase_slices {self.phase_slices.shape}"
+                )
+            self.fine_slice_thickness_ang = _positive("truth fine_slice_thickness_ang", self.fine_slice_thickness_ang)
         if self.probe is not None:
             self.probe = np.asarray(self.probe)
             if self.probe.ndim not in (2, 3):

@@ -54,6 +54,11 @@ def _write_truth(group: h5py.Group, truth: GroundTruth) -> None:
     slices.attrs["dx_ang"] = truth.dx_ang
     slices.attrs["slice_thickness_ang"] = truth.slice_thickness_ang
     slices.attrs["origin_ang"] = np.asarray(truth.origin_ang, dtype=np.float64)
+    if truth.fine_phase_slices is not None:
+        fine = group.create_dataset(
+            "fine_phase_slices", data=truth.fine_phase_slices, compression="gzip", compression_opts=4
+        )
+        fine.attrs["slice_thickness_ang"] = truth.fine_slice_thickness_ang
     if truth.positions_ang is not None:
         group.create_dataset("positions_ang", data=np.asarray(truth.positions_ang))
     if truth.probe is not None:
@@ -151,6 +156,7 @@ def _read_truth(group: h5py.Group, path: Path) -> GroundTruth:
     slices = _require_dataset(group.file, "truth/phase_slices", path, "true phase (S, Y, X) in rad")
     probe = group.get("probe")
     positions = group.get("positions_ang")
+    fine = group.get("fine_phase_slices")
     json_names = set(json.loads(group.attrs.get(_JSON_ATTRS, "[]")))
     attrs = {
         name: json.loads(value) if name in json_names else _plain(value)
@@ -165,5 +171,9 @@ def _read_truth(group: h5py.Group, path: Path) -> GroundTruth:
         positions_ang=None if positions is None else positions[()],
         probe=None if probe is None else probe[()],
         probe_dx_ang=None if probe is None else float(_require(probe, "dx_ang", path, "probe pixel in Å")),
+        fine_phase_slices=None if fine is None else fine[()],
+        fine_slice_thickness_ang=None
+        if fine is None
+        else float(_require(fine, "slice_thickness_ang", path, "fine slice thickness in Å")),
         attrs=attrs,
     )

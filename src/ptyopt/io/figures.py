@@ -18,11 +18,15 @@ def save_cbed_figure(
     patterns: np.ndarray,
     pacbed: np.ndarray,
     *,
+    labels: tuple[str, ...] | None = None,
     dx_ang: float,
     mrad_per_px: float,
     title: str,
 ) -> Path:
-    """Probe |psi|, projected phase, the PACBED and up to three single patterns (log scale) in one PNG."""
+    """Probe |psi|, projected phase, the PACBED and up to three single patterns (log scale) in one PNG.
+
+    labels: titles of the single patterns (default "CBED #i").
+    """
     path = Path(path)
     n_single = min(3, len(patterns))
     fig, axes = plt.subplots(1, 3 + n_single, figsize=(3.2 * (3 + n_single), 3.4), constrained_layout=True)
@@ -36,7 +40,7 @@ def save_cbed_figure(
     half_y, half_x = pacbed.shape[0] // 2 * mrad_per_px, pacbed.shape[1] // 2 * mrad_per_px
     k_extent = [-half_x, half_x, half_y, -half_y]
     for ax, image, label in [(axes[2], pacbed, "PACBED")] + [
-        (axes[3 + i], patterns[i], f"CBED #{i}") for i in range(n_single)
+        (axes[3 + i], patterns[i], labels[i] if labels else f"CBED #{i}") for i in range(n_single)
     ]:
         ax.imshow(np.log10(np.maximum(image, image.max() * 1e-6)), cmap="inferno", extent=k_extent)
         ax.set(title=f"{label} (log)", xlabel="kx (mrad)")

@@ -38,7 +38,8 @@ def tilt_ramp_phase(ky_inv_ang: Tensor, kx_inv_ang: Tensor, dz_ang: Tensor, tilt
     """Phase [rad] 2 pi dz (ky tan(theta_y) + kx tan(theta_x)) of a specimen tilt (theta_y, theta_x) [mrad].
 
     tilt_mrad: (2,) for one global tilt or (N, 2) for one tilt per position; the result has shape
-    dz_ang.shape + tilt_mrad.shape[:-1] + (Y, X). It shifts the wave by dz·tan(theta) per slice.
+    dz_ang.shape + tilt_mrad.shape[:-1] + (Y, X). It moves the wave by -dz·tan(theta) per slice (the
+    sign DESIGN.md fixes; abTEM's tilt has the opposite sign, so ptyopt (ty, tx) = abTEM (-tx, -ty)).
     """
     tan_y = torch.tan(tilt_mrad[..., 0] * 1e-3)[..., None, None]
     tan_x = torch.tan(tilt_mrad[..., 1] * 1e-3)[..., None, None]
