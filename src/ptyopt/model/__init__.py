@@ -1,0 +1,1 @@
+"""The optimisable state and the forward model on a batch."""

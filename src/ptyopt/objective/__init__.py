@@ -1,0 +1,1 @@
+"""Objective: loss terms, schedules and constraints (registries)."""
