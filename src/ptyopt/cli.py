@@ -26,7 +26,11 @@ console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
 
 
-def command(*args: Any, **kwargs: Any) -> Callable:
+config_app = typer.Typer(help="Configuration files: a commented template, validation.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+def command(*args: Any, target: typer.Typer = app, **kwargs: Any) -> Callable:
     """Register a CLI command whose PtyoptErrors become a one-line message and exit code 2."""
 
     def decorator(fn: Callable) -> Callable:
@@ -38,7 +42,7 @@ def command(*args: Any, **kwargs: Any) -> Callable:
                 err_console.print(f"[bold red]error:[/] {err}", highlight=False)
                 raise typer.Exit(2) from None
 
-        return app.command(*args, **kwargs)(wrapper)
+        return target.command(*args, **kwargs)(wrapper)
 
     return decorator
 
@@ -100,21 +104,15 @@ def info() -> None:
 @command()
 def demo(
     out: Annotated[Path, typer.Option(help="output folder")] = Path("demo_out"),
+    iterations: Annotated[int | None, typer.Option(help="iterations (default: the demo config's)")] = None,
     device: Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda")] = "cpu",
 ) -> None:
-    """Run the demo on the shipped sto-demo dataset (abTEM SrTiO3): forward model vs data, CBED figure."""
-    import torch
-
+    """Reconstruct the shipped sto-demo dataset (abTEM SrTiO3) and compare the result with its truth."""
     from ptyopt.demo import run_demo
 
-    try:
-        torch.empty(1, device=device)
-    except (RuntimeError, AssertionError) as err:
-        raise ConfigError(f"device '{device}' is not usable here ({err}); try --device cpu") from None
-    files, r = run_demo(out, device=device)
-    console.print(f"forward model on the ground truth vs the measured patterns: R-factor {r:.4f}")
-    for label, path in files.items():
-        console.print(f"{label:>10}: {path}")
+    run, r = run_demo(out, device=device, iterations=iterations)
+    _report(run)
+    console.print(f"forward model on the truth vs the data: R-factor {r:.4f}")
 
 
 @command()
@@ -217,6 +215,62 @@ def simulate(
     written = write_dataset(out, dataset)
     noise = f"dose {spec.dose_e_per_ang2:g} e/Å²" if spec.dose_e_per_ang2 else "noise-free"
     console.print(f"wrote {written}: {dataset.n_patterns} patterns of {dataset.detector_shape} px, {noise}")
+
+
+@command()
+def reconstruct(
+    config_path: Annotated[Path, typer.Argument(metavar="CONFIG.yaml", help="reconstruction config")],
+    out: Annotated[Path | None, typer.Option(help="output folder (default: output.dir of the config)")] = None,
+    device: Annotated[str | None, typer.Option(help="torch device, overrides the config")] = None,
+    seed: Annotated[int | None, typer.Option(help="seed, overrides the config")] = None,
+    iterations: Annotated[int | None, typer.Option(help="iterations, overrides solver.iterations")] = None,
+    resume: Annotated[bool, typer.Option(help="continue from the checkpoint in the output folder")] = False,
+) -> None:
+    """Reconstruct a dataset: writes result.h5, config.yaml, TIFFs, PNGs (and metrics.json with a truth)."""
+    from ptyopt.config import load_config
+    from ptyopt.engine import Interrupted
+    from ptyopt.reconstruct import run_reconstruction
+
+    overrides = {key: value for key, value in
+                 (("device", device), ("seed", seed), ("solver.iterations", iterations)) if value is not None}
+    config = load_config(config_path, overrides)
+    try:
+        run = run_reconstruction(config, out_dir=out, resume=resume)
+    except Interrupted as err:
+        err_console.print(f"[yellow]{err}[/]")
+        raise typer.Exit(130) from None
+    _report(run)
+
+
+def _report(run) -> None:
+    console.print(f"results in {run.out_dir}:")
+    for label, path in run.files.items():
+        console.print(f"  {label:>16}: {path.name}")
+    if run.metrics:
+        console.print("against the truth: " + ", ".join(
+            f"{k} {v:.4g}" for k, v in run.metrics.items() if k in ("pearson_r", "rmse_rad", "nrmse")))
+
+
+@command("template", target=config_app)
+def config_template_cmd(
+    data: Annotated[str, typer.Option(help="data path to put in the template")] = "dataset.h5",
+) -> None:
+    """Print a fully commented config template (every key with its default and meaning)."""
+    from ptyopt.config_template import config_template
+
+    print(config_template(data))
+
+
+@command("validate", target=config_app)
+def config_validate_cmd(config_path: Annotated[Path, typer.Argument(metavar="CONFIG.yaml")]) -> None:
+    """Check a config file; print the resolved config (every default filled) when it is valid."""
+    from ptyopt.config import dump_config, load_config
+
+    config = load_config(config_path)
+    if not config.data.path.exists():
+        err_console.print(f"[yellow]warning:[/] data file {config.data.path} does not exist (yet)")
+    print(dump_config(config))
+    console.print(f"[green]{config_path} is valid[/]")
 
 
 @command()

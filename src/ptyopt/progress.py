@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
-def progress_bar(*, transient: bool = False) -> Progress:
+def progress_bar(*, transient: bool = False, disable: bool = False) -> Progress:
     """A rich Progress with description, bar, count, elapsed and remaining time."""
     return Progress(
         TextColumn("[bold]{task.description}"),
@@ -14,4 +14,5 @@ def progress_bar(*, transient: bool = False) -> Progress:
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         transient=transient,
+        disable=disable,
     )

@@ -1,0 +1,228 @@
+"""The reconstruction configuration: one YAML file -> typed, frozen pydantic models.
+
+Unknown keys fail with the closest valid key suggested; every default lives here, visible in the resolved
+config that each run writes next to its results.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, SerializeAsAny, ValidationError, field_validator, model_validator
+
+from ptyopt.config_base import StrictModel
+from ptyopt.data.preprocess import Step
+from ptyopt.errors import ConfigError
+from ptyopt.objective.losses import LossParams, parse_losses
+from ptyopt.objective.schedules import ScheduleLike
+from ptyopt.registry import did_you_mean
+
+
+class DataConfig(StrictModel):
+    """Where the measurements come from and how they are prepared."""
+
+    path: Path = Field(description="dataset file (ptyopt .h5, or a foreign file read by key); relative to the config")
+    key: str | None = Field(None, description="array key inside a foreign HDF5/EMD/npz/MATLAB file")
+    scan_shape: tuple[int, int] | None = Field(None, description="raster (Ny, Nx) for foreign 3-D data or EMPAD")
+    permute: tuple[int, ...] | None = Field(None, description="axis order giving (Ny, Nx, Ky, Kx) for foreign data")
+    scan_region: tuple[tuple[int, int], tuple[int, int]] | None = Field(
+        None, description="scan rows and columns [start, stop) to reconstruct, e.g. [[50, 150], [50, 150]]"
+    )
+    preprocess: list[Step] = Field(default_factory=list, description="ordered preprocessing steps")
+
+
+class ExperimentConfig(StrictModel):
+    """Experiment metadata; None takes the dataset file's value (foreign files need them here)."""
+
+    energy_kv: float | None = Field(None, gt=0, description="accelerating voltage [kV]")
+    conv_angle_mrad: float | None = Field(None, gt=0, description="probe convergence semi-angle [mrad]")
+    dk_inv_ang: float | None = Field(None, gt=0, description="detector pixel [1/Å] before preprocessing")
+    step_ang: float | None = Field(None, gt=0, description="raster scan step [Å]")
+    aberrations: dict[str, float] | None = Field(
+        None, description="initial-probe aberrations, Krivanek C_nm [Å] / phi_nm [rad] or aliases (defocus, Cs)"
+    )
+    counts: bool | None = Field(None, description="the data are electron counts")
+
+
+class ModelConfig(StrictModel):
+    """The multislice model and its initial state."""
+
+    n_slices: int = Field(1, ge=1, description="object slices")
+    slice_thickness_ang: float = Field(1.0, gt=0, description="thickness of each slice [Å]")
+    probe_modes: int = Field(1, ge=1, description="mixed-state probe modes")
+    probe_extra_power: float = Field(0.1, gt=0, lt=1, description="initial power fraction of probe modes 2..M")
+    aperture_edge: Literal["hard", "soft"] = Field("soft", description="edge of the initial probe's aperture")
+    object_modes: int = Field(1, ge=1, description="object modes (incoherent)")
+    object_margin_px: int = Field(8, ge=0, description="object canvas beyond the outermost probe windows [px]")
+    propagator: Literal["fresnel", "angular_spectrum"] = Field("fresnel", description="free-space propagator")
+    band_limit: bool = Field(False, description="2/3-Nyquist band limit on the propagators")
+    propagate_last: bool = Field(False, description="propagate after the last slice too (changes nothing without band limit)")
+    tilt_mode: Literal["global", "each"] = Field("global", description="one tilt, or one per position")
+    initial_tilt_mrad: tuple[float, float] = Field((0.0, 0.0), description="initial tilt (theta_y, theta_x) [mrad]")
+    detector_blur_px: float = Field(0.0, ge=0, description="Gaussian detector blur (std) applied to the model [px]")
+    precision: Literal["float32", "float64"] = Field("float32", description="real precision (complex64/complex128)")
+
+
+class TensorUpdate(StrictModel):
+    """Learning rate and update window of one optimisable tensor; start_iter None = never updated."""
+
+    lr: ScheduleLike = Field(description="learning rate: a number or a schedule over iterations")
+    start_iter: int | None = Field(1, ge=1, description="first iteration that updates this tensor")
+    end_iter: int | None = Field(None, ge=2, description="iteration from which it is frozen again (exclusive)")
+
+    def active(self, iteration: int) -> bool:
+        return self.start_iter is not None and iteration >= self.start_iter and (
+            self.end_iter is None or iteration < self.end_iter
+        )
+
+
+class OptimizeConfig(StrictModel):
+    """Which tensors are optimised, how fast and when (the poster: probe@5, tilt/pos@10)."""
+
+    object_amplitude: TensorUpdate = Field(TensorUpdate(lr=5e-4), description="object amplitude")
+    object_phase: TensorUpdate = Field(TensorUpdate(lr=5e-4), description="object phase [rad]")
+    probe: TensorUpdate = Field(TensorUpdate(lr=1e-4), description="probe modes")
+    positions: TensorUpdate = Field(TensorUpdate(lr=5e-4), description="position offsets [px]")
+    tilts: TensorUpdate = Field(TensorUpdate(lr=1e-3, start_iter=None), description="tilts [mrad]")
+    slice_thickness: TensorUpdate = Field(TensorUpdate(lr=1e-3, start_iter=None), description="slice thickness [Å]")
+    occupancy: TensorUpdate = Field(TensorUpdate(lr=1e-3, start_iter=None), description="object-mode occupancy")
+
+    @model_validator(mode="after")
+    def _something_moves(self) -> OptimizeConfig:
+        starts = [u.start_iter for u in self.__dict__.values() if u.start_iter is not None]
+        if not starts:
+            raise ConfigError("optimize: every tensor has start_iter null; nothing would be reconstructed")
+        if min(starts) > 1:
+            raise ConfigError("optimize: no tensor starts at iteration 1; the first iterations would do nothing")
+        return self
+
+
+class SchedulerConfig(StrictModel):
+    name: str = Field(description="a torch.optim.lr_scheduler class, e.g. CosineAnnealingLR")
+    options: dict[str, Any] = Field(default_factory=dict, description="its keyword arguments")
+
+
+class SolverConfig(StrictModel):
+    """The optimiser and the batch loop."""
+
+    name: str = Field("Adam", description="a torch.optim optimiser by name (Adam, AdamW, SGD, RMSprop, ...)")
+    options: dict[str, Any] = Field(default_factory=dict, description="extra optimiser keyword arguments")
+    lr_scheduler: SchedulerConfig | None = Field(None, description="torch LR scheduler stepped every iteration")
+    iterations: int = Field(200, ge=1, description="iterations (passes over all positions)")
+    batch_size: int = Field(32, ge=1, description="positions per mini-batch")
+    grouping: Literal["random", "compact", "sparse"] = Field("random", description="how batches are formed")
+    grad_accumulation: int = Field(1, ge=1, description="mini-batches per optimiser step")
+
+
+class OutputConfig(StrictModel):
+    dir: Path = Field(Path("ptyopt_out"), description="output folder (relative to the working directory)")
+    checkpoint_every: int = Field(10, ge=1, description="iterations between checkpoints")
+    metrics_every: int = Field(0, ge=0, description="iterations between truth metrics (0 = at the end only)")
+    metric_margin_ang: float = Field(2.0, ge=0, description="margin inside the scanned region for metrics [Å]")
+
+
+class ReconstructionConfig(StrictModel):
+    """A whole reconstruction run."""
+
+    data: DataConfig
+    experiment: ExperimentConfig = Field(ExperimentConfig(), description="metadata overrides")
+    model: ModelConfig = Field(ModelConfig(), description="forward model and initial state")
+    optimize: OptimizeConfig = Field(OptimizeConfig(), description="learning rates and update windows")
+    loss: dict[str, SerializeAsAny[LossParams]] = Field(
+        default_factory=lambda: {"single": {}}, description="loss terms by name with their parameters and weights"
+    )
+    constraints: dict[str, SerializeAsAny[StrictModel]] = Field(
+        default_factory=dict, description="constraints by name, each with start_iter/step/end_iter (all off)"
+    )
+    solver: SolverConfig = Field(SolverConfig(), description="optimiser and batches")
+    output: OutputConfig = Field(OutputConfig(), description="where and how often to write")
+    seed: int = Field(0, description="seed of the initial state and of the batch order")
+    device: str = Field("cpu", description="torch device (cpu, cuda, cuda:1, ...)")
+
+    @field_validator("loss", mode="before")
+    @classmethod
+    def _losses(cls, value: Any) -> Any:
+        return parse_losses(value)
+
+    @field_validator("constraints", mode="before")
+    @classmethod
+    def _constraints(cls, value: Any) -> Any:
+        from ptyopt.objective.constraints import parse_constraints
+
+        return parse_constraints(value or {})
+
+
+def _fields_at(model: type[StrictModel], loc: tuple) -> list[str]:
+    """Valid keys of the (nested) model at a pydantic error location, for suggestions."""
+    for part in loc:
+        field = model.model_fields.get(str(part)) if isinstance(part, str) else None
+        annotation = getattr(field, "annotation", None)
+        candidates = [a for a in getattr(annotation, "__args__", ()) + (annotation,) if isinstance(a, type)]
+        nested = [a for a in candidates if issubclass(a, StrictModel)]
+        if not nested:
+            return []
+        model = nested[0]
+    return list(model.model_fields)
+
+
+def explain_validation_error(err: ValidationError, model: type[StrictModel]) -> str:
+    """One readable line per problem, with 'did you mean' for unknown keys."""
+    lines = []
+    for item in err.errors():
+        loc = tuple(p for p in item["loc"])
+        where = ".".join(str(p) for p in loc)
+        if item["type"] == "extra_forbidden":
+            lines.append(f"unknown key '{where}'{did_you_mean(str(loc[-1]), _fields_at(model, loc[:-1]))}")
+        elif item["type"] == "missing":
+            lines.append(f"missing required key '{where}'")
+        else:
+            message = str(item.get("ctx", {}).get("error", item["msg"])) if item["type"] == "value_error" else item["msg"]
+            lines.append(f"{where or 'config'}: {message}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> ReconstructionConfig:
+    """Validate a config mapping; a relative data path is taken relative to base_dir."""
+    if not isinstance(raw, dict):
+        raise ConfigError("the configuration must be a YAML mapping of sections (data, model, optimize, ...)")
+    try:
+        config = ReconstructionConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(explain_validation_error(err, ReconstructionConfig)) from None
+    if base_dir is not None and not config.data.path.is_absolute():
+        data = config.data.model_copy(update={"path": (base_dir / config.data.path).resolve()})
+        config = config.model_copy(update={"data": data})
+    return config
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ReconstructionConfig:
+    """Read a YAML config; ``overrides`` maps dotted keys (e.g. 'solver.iterations') to values."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise ConfigError(f"cannot read config {path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    raw = raw or {}
+    for dotted, value in (overrides or {}).items():
+        set_dotted(raw, dotted, value)
+    return parse_config(raw, base_dir=path.parent)
+
+
+def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    """raw['a']['b'] = value for dotted 'a.b', creating sections as needed."""
+    *parents, leaf = dotted.split(".")
+    node = raw
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"cannot set '{dotted}': '{part}' is not a section")
+    node[leaf] = value
+
+
+def dump_config(config: ReconstructionConfig) -> str:
+    """The resolved config (every default filled) as YAML."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

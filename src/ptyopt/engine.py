@@ -1,0 +1,283 @@
+"""The iteration loop: batches, schedules, optimiser steps, constraints, NaN guard, checkpoints, progress.
+
+The engine owns the loop; the optimiser only updates. Each iteration visits every position once in groups
+(ordered by (seed, iteration), so a resumed run repeats exactly), then applies the active constraints.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from ptyopt.batching import GroupSampler
+from ptyopt.errors import ConfigError, PtyoptError
+from ptyopt.io.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from ptyopt.model.state import STATE_KEYS
+from ptyopt.objective.constraints import ConstraintContext, apply_constraints, build_constraints
+from ptyopt.objective.losses import LossInputs, build_losses
+from ptyopt.objective.schedules import as_schedule
+from ptyopt.problem import Problem
+from ptyopt.progress import progress_bar
+
+# config.optimize field -> state key
+TENSOR_OF = {
+    "object_amplitude": "object_amplitude",
+    "object_phase": "object_phase",
+    "probe": "probe",
+    "positions": "position_offsets_px",
+    "tilts": "tilts_mrad",
+    "slice_thickness": "slice_thickness_ang",
+    "occupancy": "occupancy",
+}
+MAX_NAN_RETRIES = 6
+
+
+class Interrupted(PtyoptError):
+    """The user stopped the run (Ctrl-C); the last good state was saved."""
+
+
+@dataclass
+class LoopState:
+    iteration: int = 0  # last completed iteration
+    lr_multiplier: float = 1.0
+    history: dict[str, list[float]] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+
+
+IterationCallback = Callable[["Engine", int], None]
+
+
+class Engine:
+    """Runs a Problem; ``callbacks`` are called after every completed iteration as cb(engine, iteration)."""
+
+    def __init__(self, problem: Problem, out_dir: Path, *, callbacks: list[IterationCallback] | None = None,
+                 metrics_fn: Callable[[dict[str, torch.Tensor]], dict[str, float]] | None = None,
+                 console: Console | None = None):
+        self.problem = problem
+        self.config = problem.config
+        self.out_dir = Path(out_dir)
+        self.callbacks = callbacks or []
+        self.metrics_fn = metrics_fn
+        self.console = console or Console(stderr=True)
+        self.state = {key: problem.initial_state[key].clone() for key in STATE_KEYS}
+        self.losses = build_losses(self.config.loss)
+        self.constraints = build_constraints(self.config.constraints)
+        self.sampler = GroupSampler(problem.geometry.nominal_centres_px, self.config.solver.batch_size,
+                                    self.config.solver.grouping, self.config.seed)
+        self.lr_schedules = {
+            name: as_schedule(update.lr)
+            for name, update in self.config.optimize.__dict__.items()
+            if update.start_iter is not None
+        }
+        self.optimizer = self._make_optimizer()
+        self.scheduler = self._make_scheduler()
+        self.loop = LoopState()
+        self.meas = self._meas_on_device()
+        truth = problem.dataset
+        self.context_base = dict(
+            dx_ang=problem.geometry.dx_ang, wavelength_ang=problem.geometry.wavelength_ang,
+            conv_angle_mrad=truth.conv_angle_mrad, probe_power=problem.probe_power, scan_shape=truth.scan_shape,
+            scan_mask=None,
+        )
+
+    # ---- set-up -------------------------------------------------------------------------------------------
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        solver = self.config.solver
+        cls = getattr(torch.optim, solver.name, None)
+        if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)) or solver.name == "LBFGS":
+            names = [n for n in dir(torch.optim) if isinstance(getattr(torch.optim, n), type)
+                     and issubclass(getattr(torch.optim, n), torch.optim.Optimizer) and n not in ("Optimizer", "LBFGS")]
+            from ptyopt.registry import did_you_mean
+
+            raise ConfigError(f"solver.name '{solver.name}' is not a first-order torch.optim optimiser"
+                              f"{did_you_mean(solver.name, names)}")
+        groups = []
+        for name, schedule in self.lr_schedules.items():
+            tensor = self.state[TENSOR_OF[name]]
+            tensor.requires_grad_(True)
+            groups.append({"params": [tensor], "lr": schedule.value(1), "name": name})
+        try:
+            return cls(groups, **solver.options)
+        except TypeError as err:
+            raise ConfigError(f"solver.options do not fit {solver.name}: {err}") from None
+
+    def _make_scheduler(self):
+        spec = self.config.solver.lr_scheduler
+        if spec is None:
+            return None
+        cls = getattr(torch.optim.lr_scheduler, spec.name, None)
+        if cls is None:
+            raise ConfigError(f"solver.lr_scheduler.name '{spec.name}' is not in torch.optim.lr_scheduler")
+        try:
+            return cls(self.optimizer, **spec.options)
+        except TypeError as err:
+            raise ConfigError(f"solver.lr_scheduler.options do not fit {spec.name}: {err}") from None
+
+    def _meas_on_device(self) -> torch.Tensor | None:
+        """All patterns on the device when nothing is applied on the fly; else None (fetched per batch)."""
+        if self.problem.preprocessor.has_on_the_fly:
+            return None
+        meas = np.asarray(self.problem.dataset.meas, dtype=np.float32)
+        return torch.as_tensor(meas, device=self.problem.device).to(self.problem.real_dtype)
+
+    def fetch(self, indices: np.ndarray) -> torch.Tensor:
+        if self.meas is not None:
+            return self.meas[torch.as_tensor(indices, device=self.problem.device)]
+        batch = torch.as_tensor(np.asarray(self.problem.dataset.meas[np.sort(indices)], dtype=np.float32))
+        order = np.argsort(np.argsort(indices))  # the sorted read is faster on disk-backed arrays
+        batch = batch[torch.as_tensor(order)].to(self.problem.device)
+        return self.problem.preprocessor.on_the_fly(batch).to(self.problem.real_dtype)
+
+    # ---- one iteration --------------------------------------------------------------------------------------
+
+    def _prepare_iteration(self, iteration: int) -> None:
+        for group in self.optimizer.param_groups:
+            update = getattr(self.config.optimize, group["name"])
+            group["params"][0].requires_grad_(update.active(iteration))
+            if self.scheduler is None:
+                group["lr"] = self.lr_schedules[group["name"]].value(iteration) * self.loop.lr_multiplier
+
+    def _iterate(self, iteration: int) -> dict[str, float]:
+        self._prepare_iteration(iteration)
+        weights = {term.name: term.weight.value(iteration) for term in self.losses}
+        sums = {term.name: torch.zeros((), dtype=torch.float64, device=self.problem.device) for term in self.losses}
+        accumulate = self.config.solver.grad_accumulation
+        groups = self.sampler.groups(iteration)
+        self.optimizer.zero_grad(set_to_none=True)
+        for i, indices in enumerate(groups):
+            index_tensor = torch.as_tensor(indices, device=self.problem.device)
+            out = self.problem.model(self.state, index_tensor)
+            inputs = LossInputs(out.intensities, self.fetch(indices), out.phase_patches, out.amplitude_patches,
+                                out.occupancy)
+            total = 0.0
+            for term in self.losses:
+                value = term(inputs)
+                sums[term.name] += value.detach().double()
+                total = total + weights[term.name] * value
+            (total / accumulate).backward()
+            if (i + 1) % accumulate == 0 or i + 1 == len(groups):
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+        if self.scheduler is not None:
+            self.scheduler.step()
+        ctx = ConstraintContext(iteration=iteration, **self.context_base)
+        with torch.no_grad():
+            apply_constraints(self.constraints, self.state, ctx)
+        means = {name: float(value) / len(groups) for name, value in sums.items()}
+        means["total"] = sum(weights[name] * means[name] for name in weights)
+        means.update({f"weight_{name}": w for name, w in weights.items()})
+        return means
+
+    def _finite(self, losses: dict[str, float]) -> bool:
+        return math.isfinite(losses["total"]) and all(bool(torch.isfinite(t).all()) for t in self.state.values())
+
+    # ---- snapshots, checkpoints ---------------------------------------------------------------------------
+
+    def _snapshot(self) -> dict:
+        return {
+            "state": {k: v.detach().clone() for k, v in self.state.items()},
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "scheduler": None if self.scheduler is None else copy.deepcopy(self.scheduler.state_dict()),
+        }
+
+    def _restore(self, snapshot: dict) -> None:
+        with torch.no_grad():
+            for key, value in snapshot["state"].items():
+                self.state[key].copy_(value)
+        self.optimizer.load_state_dict(copy.deepcopy(snapshot["optimizer"]))
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(copy.deepcopy(snapshot["scheduler"]))
+
+    def checkpoint_payload(self, snapshot: dict) -> dict:
+        return {
+            **snapshot,
+            "loop": self.loop.__dict__.copy(),
+            "config": self.config.model_dump(mode="json", exclude={"solver": {"iterations"}, "output": True,
+                                                                   "device": True}),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def save_checkpoint(self, snapshot: dict) -> Path:
+        return save_checkpoint(self.out_dir / CHECKPOINT_NAME, self.checkpoint_payload(snapshot))
+
+    def resume(self) -> int:
+        """Continue from OUT/checkpoint.pt; returns the last completed iteration."""
+        payload = load_checkpoint(self.out_dir / CHECKPOINT_NAME, self.problem.device)
+        mine = self.checkpoint_payload({})["config"]
+        if payload["config"] != mine:
+            raise ConfigError(
+                f"the checkpoint in {self.out_dir} was made with a different configuration; "
+                "use another --out folder or the same config (only solver.iterations may change)"
+            )
+        self._restore(payload)
+        self.loop = LoopState(**payload["loop"])
+        torch.set_rng_state(payload["torch_rng"])
+        return self.loop.iteration
+
+    # ---- the loop -----------------------------------------------------------------------------------------
+
+    def run(self, *, show_progress: bool = True) -> LoopState:
+        total = self.config.solver.iterations
+        good = self._snapshot()
+        retries = 0
+        start_iteration = self.loop.iteration + 1
+        try:
+            with progress_bar(disable=not show_progress) as bar:
+                task = bar.add_task("reconstruct", total=total, completed=self.loop.iteration)
+                iteration = start_iteration
+                while iteration <= total:
+                    t0 = time.perf_counter()
+                    losses = self._iterate(iteration)
+                    if not self._finite(losses):
+                        retries += 1
+                        self._restore(good)
+                        self.loop.lr_multiplier *= 0.5
+                        self.console.print(
+                            f"[yellow]iteration {iteration}: non-finite loss or state; rolled back to the last good "
+                            f"state and halved the learning rates (x{self.loop.lr_multiplier:g})[/]")
+                        if retries > MAX_NAN_RETRIES:
+                            raise PtyoptError(f"the reconstruction diverged at iteration {iteration} even after "
+                                              f"{MAX_NAN_RETRIES} halvings of the learning rates; lower them")
+                        continue
+                    retries = 0
+                    self.loop.elapsed_s += time.perf_counter() - t0
+                    self._record(iteration, losses)
+                    self.loop.iteration = iteration
+                    good = self._snapshot()
+                    if iteration % self.config.output.checkpoint_every == 0 or iteration == total:
+                        self.save_checkpoint(good)
+                    terms = "  ".join(f"{term.name} {losses[term.name]:.3g}" for term in self.losses)
+                    bar.update(task, completed=iteration, description=f"it {iteration}  {terms}  "
+                               f"{(time.perf_counter() - t0):.2f} s/it")
+                    for callback in self.callbacks:
+                        callback(self, iteration)
+                    iteration += 1
+        except KeyboardInterrupt:
+            self._restore(good)
+            self.save_checkpoint(good)
+            raise Interrupted(
+                f"stopped by the user after iteration {self.loop.iteration}; the checkpoint in {self.out_dir} "
+                "continues the run with --resume"
+            ) from None
+        return self.loop
+
+    def _record(self, iteration: int, losses: dict[str, float]) -> None:
+        history = self.loop.history
+        row = {"iteration": float(iteration), "wall_time_s": self.loop.elapsed_s,
+               "lr_multiplier": self.loop.lr_multiplier, **losses}
+        every = self.config.output.metrics_every
+        if self.metrics_fn is not None and every and iteration % every == 0:
+            metrics = self.metrics_fn(self.state)
+            row.update({"metric_iteration": float(iteration), "metric_wall_time_s": self.loop.elapsed_s})
+            row.update({f"metric_{k}": v for k, v in metrics.items()})
+        for key, value in row.items():
+            history.setdefault(key, []).append(value)

@@ -1,0 +1,103 @@
+"""The result file OUT/result.h5 (DESIGN.md "Result file")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from ptyopt.errors import DataError
+
+RESULT_NAME = "result.h5"
+
+
+@dataclass
+class ReconstructionResult:
+    """A finished (or checkpointed) reconstruction in plain numpy.
+
+    object_phase, object_amplitude: (omode, S, Y, X); occupancy: (omode,); probe: (pmode, Y, X) complex;
+    positions_ang: refined (N, 2) (y, x); nominal_positions_ang: (N, 2); tilts_mrad: (1 | N, 2);
+    slice_thickness_ang: (1 | S,); dx_ang [Å]; origin_ang: (y, x) of object pixel (0, 0) in the positions'
+    frame; history: per-iteration arrays; config: resolved YAML; seed.
+    """
+
+    object_phase: np.ndarray
+    object_amplitude: np.ndarray
+    occupancy: np.ndarray
+    probe: np.ndarray
+    positions_ang: np.ndarray
+    nominal_positions_ang: np.ndarray
+    tilts_mrad: np.ndarray
+    slice_thickness_ang: np.ndarray
+    dx_ang: float
+    origin_ang: tuple[float, float]
+    history: dict[str, np.ndarray] = field(default_factory=dict)
+    config: str = ""
+    seed: int = 0
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def phase_sum(self) -> np.ndarray:
+        """Slice-summed phase (Y, X) [rad], occupancy-weighted over object modes."""
+        weights = self.occupancy / self.occupancy.sum()
+        return np.tensordot(weights, self.object_phase.sum(axis=1), axes=1)
+
+
+def write_result(path: str | Path, result: ReconstructionResult) -> Path:
+    from ptyopt import __version__
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".h5.tmp")
+    with h5py.File(tmp, "w") as f:
+        f.attrs["ptyopt_result"] = 1
+        f.attrs["ptyopt_version"] = __version__
+        f.attrs["dx_ang"] = result.dx_ang
+        f.attrs["config"] = result.config
+        f.attrs["seed"] = result.seed
+        for key, value in result.attrs.items():
+            f.attrs[key] = value
+        obj = f.create_group("object")
+        obj.create_dataset("phase", data=result.object_phase, compression="gzip", compression_opts=4)
+        obj.create_dataset("amplitude", data=result.object_amplitude, compression="gzip", compression_opts=4)
+        obj.create_dataset("occupancy", data=result.occupancy)
+        obj.attrs["origin_ang"] = np.asarray(result.origin_ang)
+        f.create_dataset("probe", data=result.probe)
+        f.create_dataset("positions_ang", data=result.positions_ang)
+        f.create_dataset("nominal_positions_ang", data=result.nominal_positions_ang)
+        f.create_dataset("tilts_mrad", data=result.tilts_mrad)
+        f.create_dataset("slice_thickness_ang", data=result.slice_thickness_ang)
+        history = f.create_group("history")
+        for key, values in result.history.items():
+            history.create_dataset(key, data=np.asarray(values))
+    tmp.replace(path)
+    return path
+
+
+def read_result(path: str | Path) -> ReconstructionResult:
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"no result file at {path}")
+    with h5py.File(path, "r") as f:
+        if "ptyopt_result" not in f.attrs:
+            raise DataError(f"{path} is not a ptyopt result file (no 'ptyopt_result' attribute)")
+        known = {"ptyopt_result", "ptyopt_version", "dx_ang", "config", "seed"}
+        return ReconstructionResult(
+            object_phase=f["object/phase"][()],
+            object_amplitude=f["object/amplitude"][()],
+            occupancy=f["object/occupancy"][()],
+            probe=f["probe"][()],
+            positions_ang=f["positions_ang"][()],
+            nominal_positions_ang=f["nominal_positions_ang"][()],
+            tilts_mrad=f["tilts_mrad"][()],
+            slice_thickness_ang=f["slice_thickness_ang"][()],
+            dx_ang=float(f.attrs["dx_ang"]),
+            origin_ang=tuple(float(v) for v in f["object"].attrs["origin_ang"]),
+            history={key: f["history"][key][()] for key in f["history"]},
+            config=str(f.attrs["config"]),
+            seed=int(f.attrs["seed"]),
+            attrs={k: v for k, v in f.attrs.items() if k not in known},
+        )

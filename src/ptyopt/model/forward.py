@@ -1,0 +1,100 @@
+"""The forward model on a batch of positions, from the optimisable state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ptyopt.config import ModelConfig
+from ptyopt.model.state import Geometry
+from ptyopt.physics import (
+    far_field_intensity,
+    frequency_grid,
+    gather_patches,
+    multislice_far_field,
+    propagator,
+    shift_probes,
+    split_positions,
+    transmission,
+)
+
+
+@dataclass(frozen=True)
+class ForwardOutput:
+    """intensities (B, K, K), DC at K//2; object patches (B, omode, S, Y, X) under the batch's probes."""
+
+    intensities: Tensor
+    phase_patches: Tensor
+    amplitude_patches: Tensor
+    occupancy: Tensor
+
+
+def gaussian_kernel_1d(sigma_px: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    radius = max(1, int(round(3 * sigma_px)))
+    x = torch.arange(-radius, radius + 1, dtype=dtype, device=device)
+    kernel = torch.exp(-0.5 * (x / sigma_px) ** 2)
+    return kernel / kernel.sum()
+
+
+def detector_blur(intensities: Tensor, sigma_px: float) -> Tensor:
+    """Separable Gaussian point-spread function (std sigma_px) with replicate edges; keeps the total."""
+    kernel = gaussian_kernel_1d(sigma_px, intensities.dtype, intensities.device)
+    r = kernel.numel() // 2
+    x = intensities[:, None]
+    x = torch.nn.functional.pad(x, (r, r, r, r), mode="replicate")
+    x = torch.nn.functional.conv2d(x, kernel.view(1, 1, -1, 1))
+    x = torch.nn.functional.conv2d(x, kernel.view(1, 1, 1, -1))
+    return x[:, 0]
+
+
+class ForwardModel:
+    """Multislice ptychography model: state + batch indices -> diffraction intensities.
+
+    Positions are nominal centres + refined offsets, split into an integer crop and a sub-pixel shift at
+    every call, so a refined position that crosses half a pixel moves the crop instead of wrapping the probe.
+    Propagators are computed once when neither tilts nor thicknesses can change.
+    """
+
+    def __init__(self, config: ModelConfig, geometry: Geometry, *, fixed_propagators: bool,
+                 device: torch.device | str, real_dtype: torch.dtype):
+        self.config = config
+        self.geometry = geometry
+        self.nominal_centres_px = torch.as_tensor(geometry.nominal_centres_px, dtype=real_dtype, device=device)
+        self.ky, self.kx = frequency_grid(geometry.window_px, geometry.dx_ang, dtype=real_dtype, device=device)
+        self._fixed: Tensor | None = None
+        self._fixed_propagators = fixed_propagators
+
+    def propagators(self, state: dict[str, Tensor], indices: Tensor) -> Tensor:
+        """(S | 1, Y, X) for a global tilt, (S | 1, B, Y, X) for per-position tilts."""
+        if self._fixed_propagators and self._fixed is not None:
+            return self._fixed
+        tilts = state["tilts_mrad"]
+        tilt = tilts[indices] if tilts.shape[0] > 1 else tilts[0]
+        dz = state["slice_thickness_ang"]
+        if dz.numel() == 1:
+            dz = dz.expand(self.config.n_slices)
+        h = propagator(self.ky, self.kx, dz, self.geometry.wavelength_ang, kind=self.config.propagator,
+                       tilt_mrad=tilt, band_limit=self.config.band_limit)
+        if self._fixed_propagators:
+            self._fixed = h.detach()
+        return h
+
+    def centres_px(self, state: dict[str, Tensor], indices: Tensor) -> Tensor:
+        return self.nominal_centres_px[indices] + state["position_offsets_px"][indices]
+
+    def __call__(self, state: dict[str, Tensor], indices: Tensor) -> ForwardOutput:
+        window = self.geometry.window_px
+        crop, shift = split_positions(self.centres_px(state, indices), window)
+        amplitude = gather_patches(state["object_amplitude"], crop, window)
+        phase = gather_patches(state["object_phase"], crop, window)
+        occupancy = state["occupancy"].abs() / state["occupancy"].abs().sum()
+        far_field = multislice_far_field(
+            shift_probes(state["probe"], shift), transmission(amplitude, phase), self.propagators(state, indices),
+            propagate_last=self.config.propagate_last,
+        )
+        intensities = far_field_intensity(far_field, occupancy)
+        if self.config.detector_blur_px > 0:
+            intensities = detector_blur(intensities, self.config.detector_blur_px)
+        return ForwardOutput(intensities, phase, amplitude, occupancy)

@@ -1,0 +1,86 @@
+"""Initial optimisable state: object canvas, probe modes, position offsets, tilts, thickness, occupancy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ptyopt.config import ModelConfig
+from ptyopt.physics import make_probe, probe_modes
+
+STATE_KEYS = (
+    "object_amplitude",
+    "object_phase",
+    "probe",
+    "position_offsets_px",
+    "tilts_mrad",
+    "slice_thickness_ang",
+    "occupancy",
+)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Fixed geometry of a run.
+
+    window_px: probe window = detector (K, K) after preprocessing; dx_ang: real-space pixel [Å];
+    origin_ang: (y, x) [Å] of object pixel (0, 0) in the positions' frame; canvas_px: object (Yo, Xo);
+    nominal_centres_px: (N, 2) nominal probe centres in object pixels; nominal_positions_ang: (N, 2).
+    """
+
+    window_px: tuple[int, int]
+    dx_ang: float
+    wavelength_ang: float
+    origin_ang: tuple[float, float]
+    canvas_px: tuple[int, int]
+    nominal_positions_ang: np.ndarray
+    nominal_centres_px: np.ndarray
+
+
+def make_geometry(positions_ang: np.ndarray, window_px: int, dx_ang: float, wavelength_ang: float,
+                  margin_px: int) -> Geometry:
+    """Object canvas that holds every probe window plus a margin; the first position sits at integer pixels."""
+    low = positions_ang.min(axis=0)
+    high = positions_ang.max(axis=0)
+    origin = low - (window_px // 2 + margin_px) * dx_ang
+    extent_px = np.ceil((high - low) / dx_ang).astype(int) + window_px + 2 * margin_px + 1
+    centres = (positions_ang - origin) / dx_ang
+    return Geometry(
+        window_px=(window_px, window_px), dx_ang=dx_ang, wavelength_ang=wavelength_ang,
+        origin_ang=(float(origin[0]), float(origin[1])), canvas_px=(int(extent_px[0]), int(extent_px[1])),
+        nominal_positions_ang=positions_ang, nominal_centres_px=centres,
+    )
+
+
+def initial_state(
+    config: ModelConfig,
+    geometry: Geometry,
+    *,
+    energy_kv: float,
+    conv_angle_mrad: float,
+    aberrations: dict[str, float],
+    probe_power: float,
+    device: torch.device | str,
+) -> dict[str, Tensor]:
+    """Vacuum object (A = 1, phi = 0), the aberrated probe split into modes with total power probe_power
+    (the mean measured total intensity), zero position offsets, the initial tilt, uniform occupancy."""
+    real = torch.float32 if config.precision == "float32" else torch.float64
+    complex_dtype = torch.complex64 if real == torch.float32 else torch.complex128
+    shape = (config.object_modes, config.n_slices, *geometry.canvas_px)
+    probe = make_probe(geometry.window_px, geometry.dx_ang, energy_kv, conv_angle_mrad, aberrations,
+                       edge=config.aperture_edge, dtype=complex_dtype, device=device)
+    n_positions = len(geometry.nominal_centres_px)
+    tilts = torch.tensor(config.initial_tilt_mrad, dtype=real, device=device)
+    tilts = tilts.expand(n_positions if config.tilt_mode == "each" else 1, 2).clone()
+    return {
+        "object_amplitude": torch.ones(shape, dtype=real, device=device),
+        "object_phase": torch.zeros(shape, dtype=real, device=device),
+        "probe": probe_modes(probe, config.probe_modes, config.probe_extra_power) * float(np.sqrt(probe_power)),
+        "position_offsets_px": torch.zeros(n_positions, 2, dtype=real, device=device),
+        "tilts_mrad": tilts,
+        "slice_thickness_ang": torch.full((1,), config.slice_thickness_ang, dtype=real, device=device),
+        "occupancy": torch.full((config.object_modes,), 1.0 / config.object_modes, dtype=real, device=device),
+    }

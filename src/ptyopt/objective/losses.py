@@ -1,0 +1,179 @@
+"""Loss terms (registry). Each term is one class with its parameters; weights are schedules.
+
+All data terms compare model intensities ``pred`` with measured ``meas`` (B, Ky, Kx) in the same units
+(the probe is scaled to the measured total intensity) and are dimensionless.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from pydantic import Field, ValidationError
+from torch import Tensor
+
+from ptyopt.config_base import StrictModel
+from ptyopt.errors import ConfigError
+from ptyopt.objective.schedules import ScheduleLike, as_schedule
+from ptyopt.registry import Registry, did_you_mean
+
+EPS = 1e-10  # keeps p-th powers of zero intensities differentiable
+
+
+@dataclass(frozen=True)
+class LossInputs:
+    """What a loss term may look at for one batch.
+
+    pred, meas: (B, Ky, Kx) intensities; phase_patches, amplitude_patches: (B, omode, S, Y, X) object patches
+    under the batch's probes; occupancy: (omode,).
+    """
+
+    pred: Tensor
+    meas: Tensor
+    phase_patches: Tensor
+    amplitude_patches: Tensor
+    occupancy: Tensor
+
+
+class LossParams(StrictModel):
+    weight: ScheduleLike = Field(1.0, description="weight of the term: a number or a schedule over iterations")
+
+
+class LossTerm:
+    name: ClassVar[str]
+    is_data_term: ClassVar[bool] = False
+    Params: ClassVar[type[LossParams]] = LossParams
+
+    def __init__(self, params: LossParams):
+        self.params = params
+        self.weight = as_schedule(params.weight)
+
+    def __call__(self, inputs: LossInputs) -> Tensor:
+        raise NotImplementedError
+
+
+LOSSES: Registry[type[LossTerm]] = Registry("loss term")
+
+
+def _register(cls: type[LossTerm]) -> type[LossTerm]:
+    return LOSSES.register(cls.name)(cls)
+
+
+@_register
+class SingleLoss(LossTerm):
+    """Normalised RMSE of powered intensities: sqrt(mean((pred^p - meas^p)^2)) / mean(meas^p).
+
+    p = 0.5 compares amplitudes (the Gaussian noise model of sqrt-counts)."""
+
+    name = "single"
+    is_data_term = True
+
+    class Params(LossParams):
+        dp_power: float = Field(0.5, gt=0, description="exponent p on the intensities (0.5 = amplitude)")
+
+    def __call__(self, inputs: LossInputs) -> Tensor:
+        p = self.params.dp_power
+        meas_p = inputs.meas.clamp(min=0) ** p
+        model_p = (inputs.pred.clamp(min=0) + EPS) ** p
+        return torch.sqrt(torch.mean((model_p - meas_p) ** 2) + EPS**2) / meas_p.mean().clamp(min=EPS)
+
+
+@_register
+class PoissonLoss(LossTerm):
+    """Poisson negative log-likelihood per pixel, mean(pred - meas·ln(pred + eps)) / mean(meas), offset so
+    that it is 0 at pred == meas. Meant for data that are electron counts."""
+
+    name = "poisson"
+    is_data_term = True
+
+    def __call__(self, inputs: LossInputs) -> Tensor:
+        meas = inputs.meas.clamp(min=0)
+        pred = inputs.pred.clamp(min=0) + EPS
+        nll = pred - meas * torch.log(pred)
+        floor = meas - meas * torch.log(meas + EPS)  # the value at pred == meas: the minimum
+        return torch.mean(nll - floor) / meas.mean().clamp(min=EPS)
+
+
+@_register
+class PacbedLoss(LossTerm):
+    """Position-averaged CBED misfit: sqrt(mean((<pred>^p - <meas>^p)^2)) / mean(<meas>^p), <.> = batch mean.
+
+    A low power emphasises the diffuse background (thickness, tilt)."""
+
+    name = "pacbed"
+    is_data_term = True
+
+    class Params(LossParams):
+        power: float = Field(0.2, gt=0, description="exponent p on the batch-averaged intensities")
+
+    def __call__(self, inputs: LossInputs) -> Tensor:
+        p = self.params.power
+        meas_p = inputs.meas.clamp(min=0).mean(dim=0) ** p
+        model_p = (inputs.pred.clamp(min=0).mean(dim=0) + EPS) ** p
+        return torch.sqrt(torch.mean((model_p - meas_p) ** 2) + EPS**2) / meas_p.mean().clamp(min=EPS)
+
+
+@_register
+class SparseLoss(LossTerm):
+    """L_n norm of the object phase under the batch: sum_o occ_o · (mean |phi_o|^n)^(1/n) [rad]."""
+
+    name = "sparse"
+
+    class Params(LossParams):
+        order: float = Field(1.0, gt=0, description="n of the L_n norm (1 = L1)")
+
+    def __call__(self, inputs: LossInputs) -> Tensor:
+        n = self.params.order
+        per_mode = (inputs.phase_patches.abs() + EPS).pow(n).mean(dim=(0, 2, 3, 4)).pow(1.0 / n)
+        return (inputs.occupancy * per_mode).sum()
+
+
+@_register
+class SimilarityLoss(LossTerm):
+    """Object-mode similarity: mean over pixels of the standard deviation across object modes of occ·phi and
+    occ·A. Exactly 0 with one object mode (no NaN)."""
+
+    name = "simlar"
+
+    def __call__(self, inputs: LossInputs) -> Tensor:
+        if inputs.phase_patches.shape[1] < 2:
+            return inputs.phase_patches.sum() * 0.0
+        weights = inputs.occupancy[None, :, None, None, None]
+        phase_std = (weights * inputs.phase_patches).std(dim=1, unbiased=False)
+        amplitude_std = (weights * inputs.amplitude_patches).std(dim=1, unbiased=False)
+        return phase_std.mean() + amplitude_std.mean()
+
+
+def parse_losses(raw: Mapping[str, Any] | None) -> dict[str, LossParams]:
+    """Validate the ``loss`` section {name: params}; unknown names or keys raise ConfigError with a suggestion."""
+    parsed: dict[str, LossParams] = {}
+    for name, params in (raw or {}).items():
+        if isinstance(params, LossParams):
+            parsed[name] = params
+            continue
+        cls = LOSSES.get(name)
+        try:
+            parsed[name] = cls.Params.model_validate(params or {})
+        except ValidationError as err:
+            raise ConfigError(_explain(f"loss.{name}", err, list(cls.Params.model_fields))) from None
+    if parsed and not any(LOSSES.get(name).is_data_term for name in parsed):
+        data_terms = [n for n in LOSSES.names() if LOSSES.get(n).is_data_term]
+        raise ConfigError(f"the loss needs at least one data term ({', '.join(data_terms)})")
+    return parsed
+
+
+def _explain(where: str, err: ValidationError, valid: list[str]) -> str:
+    messages = []
+    for item in err.errors():
+        key = ".".join(str(p) for p in item["loc"])
+        if item["type"] == "extra_forbidden":
+            messages.append(f"unknown key '{where}.{key}'{did_you_mean(str(item['loc'][-1]), valid)}")
+        else:
+            messages.append(f"{where}.{key}: {item['msg']}")
+    return "; ".join(messages)
+
+
+def build_losses(parsed: Mapping[str, LossParams]) -> list[LossTerm]:
+    return [LOSSES.get(name)(params) for name, params in parsed.items()]

@@ -1,0 +1,120 @@
+"""From a config to a ready problem: data (read, cropped, preprocessed), geometry, initial state, model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ptyopt.config import ReconstructionConfig
+from ptyopt.data import (
+    Dataset4D,
+    Preprocessor,
+    is_dataset_file,
+    read_array,
+    read_dataset,
+    select_scan_region,
+    to_3d,
+)
+from ptyopt.errors import ConfigError, DataError
+from ptyopt.model.forward import ForwardModel
+from ptyopt.model.state import Geometry, initial_state, make_geometry
+
+
+@dataclass
+class Problem:
+    """Everything a solver loop needs; ``dataset`` holds the precomputed part of the preprocessing."""
+
+    config: ReconstructionConfig
+    dataset: Dataset4D
+    preprocessor: Preprocessor
+    geometry: Geometry
+    model: ForwardModel
+    initial_state: dict[str, torch.Tensor]
+    probe_power: float
+    device: torch.device
+    real_dtype: torch.dtype
+
+
+def _experiment_value(name: str, override, from_file):
+    value = override if override is not None else from_file
+    if value is None:
+        raise ConfigError(f"experiment.{name} is not in the data file; give it in the config's experiment section")
+    return value
+
+
+def load_dataset(config: ReconstructionConfig) -> Dataset4D:
+    """Read the data (ptyopt dataset file or a foreign file), apply experiment overrides and the scan region."""
+    data, exp = config.data, config.experiment
+    if not data.path.exists():
+        raise DataError(f"data file {data.path} does not exist")
+    if is_dataset_file(data.path):
+        dataset = read_dataset(data.path)
+        changes = {
+            name: getattr(exp, name)
+            for name in ("energy_kv", "conv_angle_mrad", "dk_inv_ang", "aberrations", "counts")
+            if getattr(exp, name) is not None
+        }
+        if exp.step_ang is not None:
+            changes["step_ang"] = exp.step_ang
+        dataset = dataset.replace(**changes) if changes else dataset
+    else:
+        meas, scan_shape = to_3d(np.asarray(read_array(data.path, key=data.key, scan_shape=data.scan_shape)),
+                                 data.permute)
+        scan_shape = scan_shape or data.scan_shape
+        if scan_shape is None:
+            raise ConfigError("data.scan_shape is needed for 3-D foreign data (N, Ky, Kx)")
+        dataset = Dataset4D.from_raster(
+            meas, scan_shape, _experiment_value("step_ang", exp.step_ang, None),
+            energy_kv=_experiment_value("energy_kv", exp.energy_kv, None),
+            conv_angle_mrad=_experiment_value("conv_angle_mrad", exp.conv_angle_mrad, None),
+            dk_inv_ang=_experiment_value("dk_inv_ang", exp.dk_inv_ang, None),
+            aberrations=exp.aberrations or {}, counts=bool(exp.counts),
+        )
+    if data.scan_region is not None:
+        dataset = select_scan_region(dataset, *data.scan_region)
+    return dataset
+
+
+def resolve_device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+        torch.empty(1, device=device)
+    except (RuntimeError, AssertionError) as err:
+        raise ConfigError(f"device '{name}' is not usable here ({err}); use 'cpu'") from None
+    return device
+
+
+def mean_total_intensity(dataset: Dataset4D, preprocessor: Preprocessor, chunk: int = 512) -> float:
+    """Mean over patterns of the total intensity the model must produce (after every preprocessing step)."""
+    total = 0.0
+    for start in range(0, dataset.n_patterns, chunk):
+        batch = torch.from_numpy(np.asarray(dataset.meas[start : start + chunk], dtype=np.float32))
+        total += float(preprocessor.on_the_fly(batch).sum(dtype=torch.float64))
+    return total / dataset.n_patterns
+
+
+def build_problem(config: ReconstructionConfig) -> Problem:
+    device = resolve_device(config.device)
+    raw = load_dataset(config)
+    preprocessor = Preprocessor(config.data.preprocess, raw)
+    dataset = preprocessor.precompute(raw)
+    ky, kx = preprocessor.geometry.shape_px
+    if ky != kx:
+        raise DataError(f"the preprocessed detector is {ky}×{kx}; reconstruction needs a square detector")
+    dx_ang = preprocessor.geometry.pixel_size_ang[0]
+    geometry = make_geometry(dataset.positions_ang, ky, dx_ang, dataset.wavelength_ang,
+                             config.model.object_margin_px)
+    real = torch.float32 if config.model.precision == "float32" else torch.float64
+    probe_power = mean_total_intensity(dataset, preprocessor)
+    state = initial_state(
+        config.model, geometry, energy_kv=dataset.energy_kv, conv_angle_mrad=dataset.conv_angle_mrad,
+        aberrations=dataset.aberrations, probe_power=probe_power, device=device,
+    )
+    opt = config.optimize
+    fixed = (
+        opt.tilts.start_iter is None and opt.slice_thickness.start_iter is None and config.model.tilt_mode == "global"
+    )
+    model = ForwardModel(config.model, geometry, fixed_propagators=fixed, device=device, real_dtype=real)
+    return Problem(config, dataset, preprocessor, geometry, model, state, probe_power, device, real)
