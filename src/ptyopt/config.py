@@ -54,11 +54,23 @@ class ModelConfig(StrictModel):
     probe_modes: int = Field(1, ge=1, description="mixed-state probe modes")
     probe_extra_power: float = Field(0.1, gt=0, lt=1, description="initial power fraction of probe modes 2..M")
     aperture_edge: Literal["hard", "soft"] = Field("soft", description="edge of the initial probe's aperture")
+    probe_init: Literal["aperture", "truth"] = Field(
+        "aperture", description="initial probe: from aperture + aberrations, or the dataset's true probe"
+    )
+    object_init: Literal["vacuum", "truth"] = Field("vacuum", description="initial object: vacuum or the truth")
+    positions_init: Literal["nominal", "truth"] = Field(
+        "nominal", description="initial positions: the nominal scan, or the dataset's true positions"
+    )
+    slice_thickness_mode: Literal["global", "each"] = Field(
+        "global", description="one refinable slice thickness, or one per slice"
+    )
     object_modes: int = Field(1, ge=1, description="object modes (incoherent)")
     object_margin_px: int = Field(8, ge=0, description="object canvas beyond the outermost probe windows [px]")
     propagator: Literal["fresnel", "angular_spectrum"] = Field("fresnel", description="free-space propagator")
     band_limit: bool = Field(False, description="2/3-Nyquist band limit on the propagators")
-    propagate_last: bool = Field(False, description="propagate after the last slice too (changes nothing without band limit)")
+    propagate_last: bool = Field(
+        False, description="propagate after the last slice too (changes nothing without band limit)"
+    )
     tilt_mode: Literal["global", "each"] = Field("global", description="one tilt, or one per position")
     initial_tilt_mrad: tuple[float, float] = Field((0.0, 0.0), description="initial tilt (theta_y, theta_x) [mrad]")
     detector_blur_px: float = Field(0.0, ge=0, description="Gaussian detector blur (std) applied to the model [px]")
@@ -178,7 +190,9 @@ def explain_validation_error(err: ValidationError, model: type[StrictModel]) -> 
         elif item["type"] == "missing":
             lines.append(f"missing required key '{where}'")
         else:
-            message = str(item.get("ctx", {}).get("error", item["msg"])) if item["type"] == "value_error" else item["msg"]
+            message = item["msg"]
+            if item["type"] == "value_error":
+                message = str(item.get("ctx", {}).get("error", message))
             lines.append(f"{where or 'config'}: {message}")
     return "invalid configuration:\n  " + "\n  ".join(lines)
 

@@ -31,7 +31,7 @@ def _emit(model: type[BaseModel], values: dict[str, Any], indent: int, prefix: s
         description = f"  # {field.description}" if field.description else ""
         value = values.get(name)
         nested = _nested_model(field.annotation)
-        if nested is not None and isinstance(value, dict):
+        if nested is not None and isinstance(value, dict) and "kind" not in value:  # schedules stay inline
             lines.append(f"{pad}{name}:{description}")
             lines += _emit(nested, value, indent + 2, prefix)
         else:

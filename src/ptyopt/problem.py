@@ -19,7 +19,7 @@ from ptyopt.data import (
 )
 from ptyopt.errors import ConfigError, DataError
 from ptyopt.model.forward import ForwardModel
-from ptyopt.model.state import Geometry, initial_state, make_geometry
+from ptyopt.model.state import Geometry, initial_state, make_geometry, truth_object_phase, truth_probe
 
 
 @dataclass
@@ -104,14 +104,25 @@ def build_problem(config: ReconstructionConfig) -> Problem:
     if ky != kx:
         raise DataError(f"the preprocessed detector is {ky}×{kx}; reconstruction needs a square detector")
     dx_ang = preprocessor.geometry.pixel_size_ang[0]
-    geometry = make_geometry(dataset.positions_ang, ky, dx_ang, dataset.wavelength_ang,
-                             config.model.object_margin_px)
+    truth = dataset.truth
+    wants_truth = [name for name in ("probe_init", "object_init", "positions_init")
+                   if getattr(config.model, name) == "truth"]
+    if wants_truth and truth is None:
+        raise ConfigError(f"model.{wants_truth[0]} is 'truth' but the dataset has no ground truth")
+    positions = truth.positions_ang if config.model.positions_init == "truth" else dataset.positions_ang
+    if positions is None:
+        raise ConfigError("model.positions_init is 'truth' but the truth holds no positions")
+    geometry = make_geometry(positions, ky, dx_ang, dataset.wavelength_ang, config.model.object_margin_px)
     real = torch.float32 if config.model.precision == "float32" else torch.float64
     probe_power = mean_total_intensity(dataset, preprocessor)
     state = initial_state(
         config.model, geometry, energy_kv=dataset.energy_kv, conv_angle_mrad=dataset.conv_angle_mrad,
         aberrations=dataset.aberrations, probe_power=probe_power, device=device,
     )
+    if config.model.probe_init == "truth":
+        state["probe"] = truth_probe(truth, config.model, geometry, probe_power, state["probe"])
+    if config.model.object_init == "truth":
+        state["object_phase"] = truth_object_phase(truth, config.model, geometry, state["object_phase"])
     opt = config.optimize
     fixed = (
         opt.tilts.start_iter is None and opt.slice_thickness.start_iter is None and config.model.tilt_mode == "global"

@@ -34,34 +34,48 @@ def truth_on_canvas(
     canvas_origin_ang: tuple[float, float],
     dx_ang: float,
 ) -> np.ndarray:
-    """Slice-summed truth phase (Y, X) [rad] sampled on a canvas of shape (Y, X), pixel dx_ang [Å], pixel (0, 0)
-    at canvas_origin_ang (y, x) [Å]; float64, NaN where the canvas lies outside the truth canvas.
+    """Slice-summed truth phase (Y, X) [rad] on a canvas of shape (Y, X), pixel dx_ang [Å], pixel (0, 0) at
+    canvas_origin_ang (y, x) [Å]; float64, NaN where the canvas lies outside the truth canvas."""
+    phase_sum = truth.phase_slices.sum(axis=0, dtype=np.float64)
+    return image_on_canvas(phase_sum, truth.dx_ang, truth.origin_ang, canvas_shape, canvas_origin_ang, dx_ang)
+
+
+def image_on_canvas(
+    image: np.ndarray,
+    image_dx_ang: float,
+    image_origin_ang: tuple[float, float],
+    canvas_shape: tuple[int, int],
+    canvas_origin_ang: tuple[float, float],
+    dx_ang: float,
+) -> np.ndarray:
+    """Resample an image (Y, X) with pixel image_dx_ang [Å] and pixel (0, 0) at image_origin_ang onto a canvas;
+    float64, NaN outside the image.
 
     Same pixel and a whole-pixel offset: exact indexing. Otherwise cubic-spline interpolation; when the canvas
-    is coarser than the truth (ratio f > 1) the truth is first smoothed by a Gaussian of sigma (f − 1)/2 truth
+    is coarser than the image (ratio f > 1) the image is first smoothed by a Gaussian of sigma (f − 1)/2 image
     px against aliasing.
     """
     if not (math.isfinite(dx_ang) and dx_ang > 0):
         raise DataError(f"canvas pixel dx_ang must be a positive number of Å, got {dx_ang!r}")
-    phase_sum = truth.phase_slices.sum(axis=0, dtype=np.float64)
-    scale = dx_ang / truth.dx_ang
-    offset_px = (np.asarray(canvas_origin_ang, dtype=np.float64) - np.asarray(truth.origin_ang)) / truth.dx_ang
+    image = np.asarray(image, dtype=np.float64)
+    scale = dx_ang / image_dx_ang
+    offset_px = (np.asarray(canvas_origin_ang, dtype=np.float64) - np.asarray(image_origin_ang)) / image_dx_ang
     y_px = offset_px[0] + np.arange(int(canvas_shape[0])) * scale
     x_px = offset_px[1] + np.arange(int(canvas_shape[1])) * scale
     out = np.full((int(canvas_shape[0]), int(canvas_shape[1])), np.nan)
     whole = np.abs(offset_px - np.round(offset_px)).max() < 1e-6
     if abs(scale - 1.0) < 1e-9 and whole:
         rows, cols = np.round(y_px).astype(int), np.round(x_px).astype(int)
-        in_y = (rows >= 0) & (rows < phase_sum.shape[0])
-        in_x = (cols >= 0) & (cols < phase_sum.shape[1])
-        out[np.ix_(in_y, in_x)] = phase_sum[np.ix_(rows[in_y], cols[in_x])]
+        in_y = (rows >= 0) & (rows < image.shape[0])
+        in_x = (cols >= 0) & (cols < image.shape[1])
+        out[np.ix_(in_y, in_x)] = image[np.ix_(rows[in_y], cols[in_x])]
         return out
     tol = 1e-6
-    in_y = (y_px >= -tol) & (y_px <= phase_sum.shape[0] - 1 + tol)
-    in_x = (x_px >= -tol) & (x_px <= phase_sum.shape[1] - 1 + tol)
+    in_y = (y_px >= -tol) & (y_px <= image.shape[0] - 1 + tol)
+    in_x = (x_px >= -tol) & (x_px <= image.shape[1] - 1 + tol)
     if not (in_y.any() and in_x.any()):
         return out
-    source = gaussian_filter(phase_sum, (scale - 1.0) / 2.0, mode="nearest") if scale > 1.0 + 1e-9 else phase_sum
+    source = gaussian_filter(image, (scale - 1.0) / 2.0, mode="nearest") if scale > 1.0 + 1e-9 else image
     yy, xx = np.meshgrid(y_px[in_y], x_px[in_x], indexing="ij")
     out[np.ix_(in_y, in_x)] = map_coordinates(source, [yy, xx], order=3, mode="nearest")
     return out

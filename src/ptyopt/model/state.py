@@ -9,6 +9,8 @@ import torch
 from torch import Tensor
 
 from ptyopt.config import ModelConfig
+from ptyopt.data.dataset import GroundTruth
+from ptyopt.errors import ConfigError
 from ptyopt.physics import make_probe, probe_modes
 
 STATE_KEYS = (
@@ -81,6 +83,44 @@ def initial_state(
         "probe": probe_modes(probe, config.probe_modes, config.probe_extra_power) * float(np.sqrt(probe_power)),
         "position_offsets_px": torch.zeros(n_positions, 2, dtype=real, device=device),
         "tilts_mrad": tilts,
-        "slice_thickness_ang": torch.full((1,), config.slice_thickness_ang, dtype=real, device=device),
+        "slice_thickness_ang": torch.full(
+            (config.n_slices if config.slice_thickness_mode == "each" else 1,), config.slice_thickness_ang,
+            dtype=real, device=device,
+        ),
         "occupancy": torch.full((config.object_modes,), 1.0 / config.object_modes, dtype=real, device=device),
     }
+
+
+def truth_probe(truth: GroundTruth, config: ModelConfig, geometry: Geometry, probe_power: float,
+                like: Tensor) -> Tensor:
+    """The dataset's true probe as the initial probe (extra modes added as for an aperture probe)."""
+    probe = np.asarray(truth.probe).reshape(-1, *np.asarray(truth.probe).shape[-2:])
+    if probe.shape[-2:] != geometry.window_px or abs(truth.probe_dx_ang - geometry.dx_ang) > 1e-6 * geometry.dx_ang:
+        raise ConfigError(
+            f"the true probe is {probe.shape[-2:]} px at {truth.probe_dx_ang:.4g} Å but the model window is "
+            f"{geometry.window_px} px at {geometry.dx_ang:.4g} Å; use probe_init: aperture with this preprocessing"
+        )
+    main = torch.as_tensor(probe[0], dtype=like.dtype, device=like.device)
+    modes = probe_modes(main / torch.linalg.vector_norm(main), config.probe_modes, config.probe_extra_power)
+    return modes * float(np.sqrt(probe_power))
+
+
+def truth_object_phase(truth: GroundTruth, config: ModelConfig, geometry: Geometry, like: Tensor) -> Tensor:
+    """True phase per slice (summed into the model's slicing) on the object canvas; 0 outside the truth."""
+    from ptyopt.evaluate.phase_metrics import image_on_canvas
+
+    slices = truth.phase_slices
+    if slices.shape[0] != config.n_slices:
+        fine = truth.fine_phase_slices
+        if fine is not None and fine.shape[0] % config.n_slices == 0:
+            slices = fine.reshape(config.n_slices, -1, *fine.shape[1:]).sum(axis=1)
+        else:
+            raise ConfigError(
+                f"the truth has {slices.shape[0]} slices, which cannot be summed into n_slices={config.n_slices}"
+            )
+    canvas = np.stack([
+        image_on_canvas(s, truth.dx_ang, truth.origin_ang, geometry.canvas_px, geometry.origin_ang, geometry.dx_ang)
+        for s in slices
+    ])
+    phase = torch.as_tensor(np.nan_to_num(canvas, nan=0.0), dtype=like.dtype, device=like.device)
+    return phase.expand_as(like).clone()

@@ -1,0 +1,91 @@
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from ptyopt.cli import app
+from ptyopt.config import ReconstructionConfig, dump_config, load_config, parse_config
+from ptyopt.config_template import config_template
+from ptyopt.errors import ConfigError
+
+
+def test_unknown_keys_suggest_the_closest():
+    with pytest.raises(ConfigError, match="unknown key 'optimise'; did you mean 'optimize'"):
+        parse_config({"data": {"path": "x.h5"}, "optimise": {}})
+    with pytest.raises(ConfigError, match="unknown key 'model.n_slice'; did you mean 'n_slices'"):
+        parse_config({"data": {"path": "x.h5"}, "model": {"n_slice": 3}})
+    with pytest.raises(ConfigError, match="unknown key 'optimize.probe.start'; did you mean 'start_iter'"):
+        parse_config({"data": {"path": "x.h5"}, "optimize": {"probe": {"lr": 1e-3, "start": 5}}})
+    with pytest.raises(ConfigError, match="unknown constraint 'object_blr'; did you mean 'object_blur'"):
+        parse_config({"data": {"path": "x.h5"}, "constraints": {"object_blr": {}}})
+    with pytest.raises(ConfigError, match="missing required key 'data'"):
+        parse_config({})
+    with pytest.raises(ConfigError, match="nothing would be reconstructed"):
+        parse_config(
+            {
+                "data": {"path": "x.h5"},
+                "optimize": {
+                    name: {"lr": 1e-3, "start_iter": None}
+                    for name in ReconstructionConfig.model_fields["optimize"].default.__class__.model_fields
+                },
+            }
+        )
+
+
+def test_resolved_config_round_trips(tmp_path):
+    raw = {
+        "data": {"path": "x.h5"},
+        "loss": {
+            "single": {},
+            "sparse": {
+                "weight": {"kind": "cosine", "start_value": 0, "end_value": 0.1, "start_iter": 10, "end_iter": 50}
+            },
+        },
+        "constraints": {"object_z_blur": {"sigma_slices": 0.5}},
+        "optimize": {"probe": {"lr": 1e-4, "start_iter": 5}},
+    }
+    config = parse_config(raw)
+    resolved = yaml.safe_load(dump_config(config))
+    assert resolved["constraints"]["object_z_blur"]["start_iter"] == 1  # defaults are visible
+    assert resolved["model"]["propagator"] == "fresnel"
+    assert parse_config(resolved) == config
+    path = tmp_path / "c.yaml"
+    path.write_text(dump_config(config))
+    loaded = load_config(path, {"solver.iterations": 7})
+    assert loaded.solver.iterations == 7 and loaded.data.path == (tmp_path / "x.h5").resolve()
+
+
+def test_template_is_valid_and_commented():
+    text = config_template("data.h5")
+    assert "# " in text and "probe_orthogonalize" in text and "simlar" in text
+    config = parse_config(yaml.safe_load(text))
+    assert set(config.loss) == {"single", "pacbed", "sparse"} and config.constraints == {}
+
+
+def test_config_cli(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["config", "template"])
+    assert result.exit_code == 0 and "optimize:" in result.output
+    good = tmp_path / "good.yaml"
+    good.write_text("data: {path: d.h5}\nsolver: {iterations: 3}\n")
+    result = runner.invoke(app, ["config", "validate", str(good)])
+    assert result.exit_code == 0 and "is valid" in result.output and "grouping: random" in result.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: {path: d.h5}\nsolver: {iteratons: 3}\n")
+    result = runner.invoke(app, ["config", "validate", str(bad)])
+    assert result.exit_code == 2 and "did you mean 'iterations'" in result.output
+    result = runner.invoke(app, ["config", "validate", str(tmp_path / "missing.yaml")])
+    assert result.exit_code == 2 and "cannot read config" in result.output
+
+
+def test_shipped_configs_validate():
+    from pathlib import Path
+
+    from ptyopt.demo import demo_config_path
+
+    root = Path(__file__).resolve().parents[1]
+    for path in [demo_config_path(), *sorted((root / "examples" / "configs").glob("*.yaml"))]:
+        config = load_config(path)
+        assert config.loss and config.solver.iterations > 0, path
+    poster = load_config(root / "examples" / "configs" / "poster_gpu.yaml")
+    assert (poster.model.n_slices, poster.model.probe_modes, poster.solver.iterations) == (32, 4, 200)
+    assert poster.optimize.probe.start_iter == 5 and poster.optimize.positions.start_iter == 10
