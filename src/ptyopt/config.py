@@ -83,11 +83,15 @@ class TensorUpdate(StrictModel):
     lr: ScheduleLike = Field(description="learning rate: a number or a schedule over iterations")
     start_iter: int | None = Field(1, ge=1, description="first iteration that updates this tensor")
     end_iter: int | None = Field(None, ge=2, description="iteration from which it is frozen again (exclusive)")
+    active_when: ScheduleLike | None = Field(
+        None, description="optional window schedule: updates also need its value > 0 (e.g. piecewise 0/1)"
+    )
 
     def active(self, iteration: int) -> bool:
-        return self.start_iter is not None and iteration >= self.start_iter and (
+        in_window = self.start_iter is not None and iteration >= self.start_iter and (
             self.end_iter is None or iteration < self.end_iter
         )
+        return in_window and (self.active_when is None or self.active_when.value(iteration) > 0)
 
 
 class OptimizeConfig(StrictModel):

@@ -74,7 +74,7 @@ def write_outputs(problem: Problem, result: ReconstructionResult, out_dir: Path,
     files["phase_sum_tiff"] = out_dir / "phase_sum.tif"
     tifffile.imwrite(files["phase_sum_tiff"], result.phase_sum.astype(np.float32))
     files["phase_stack_tiff"] = out_dir / "phase_stack.tif"
-    tifffile.imwrite(files["phase_stack_tiff"], result.object_phase[0].astype(np.float32))
+    tifffile.imwrite(files["phase_stack_tiff"], result.object_phase[0].astype(np.float32), photometric="minisblack")
     dataset = problem.dataset
     mrad_per_px = dataset.wavelength_ang / (result.probe.shape[-1] * result.dx_ang) * 1e3
     files["object_png"] = figs.save_object_figure(out_dir / "object_phase.png", result.phase_sum, result.dx_ang,

@@ -7,6 +7,7 @@ import textwrap
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from ptyopt.cli import app
@@ -123,3 +124,29 @@ def test_outputs_and_cli(tiny_config, tmp_path):
     bad.write_text("data: {path: x.h5}\nmodel: {n_slice: 2}\n")
     result = CliRunner().invoke(app, ["reconstruct", str(bad)])
     assert result.exit_code == 2 and "did you mean 'n_slices'" in result.output
+
+
+def test_update_windows_and_gradient_accumulation(tiny_config, tmp_path):
+    """start/end iterations and a window schedule gate each tensor; accumulation halves the optimiser steps."""
+    config = tiny_config(
+        optimize={"probe": {"lr": 1e-3, "start_iter": 3},
+                  "positions": {"lr": 1e-2, "start_iter": 1, "end_iter": 3},
+                  "object_amplitude": {"lr": 1e-3, "active_when": {"kind": "piecewise", "points": [[1, 0], [4, 1]]}}},
+        solver={"iterations": 4, "grad_accumulation": 2},
+    )
+    snapshots = {}
+
+    def record(engine, iteration):
+        snapshots[iteration] = {k: v.detach().clone() for k, v in engine.state.items()}
+        steps = {group["name"]: float(engine.optimizer.state.get(group["params"][0], {}).get("step", 0))
+                 for group in engine.optimizer.param_groups}
+        snapshots[iteration]["steps"] = steps
+
+    run_reconstruction(config, out_dir=tmp_path, show_progress=False, callbacks=[record])
+    initial_probe = snapshots[1]["probe"]
+    assert torch.equal(snapshots[2]["probe"], initial_probe) and not torch.equal(snapshots[3]["probe"], initial_probe)
+    assert not torch.equal(snapshots[2]["position_offsets_px"], snapshots[1]["position_offsets_px"])
+    assert torch.equal(snapshots[4]["position_offsets_px"], snapshots[2]["position_offsets_px"])
+    assert torch.equal(snapshots[3]["object_amplitude"], snapshots[1]["object_amplitude"])
+    assert not torch.equal(snapshots[4]["object_amplitude"], snapshots[3]["object_amplitude"])
+    assert int(snapshots[1]["steps"]["object_phase"]) == 9  # 18 batches per iteration, 2 per step

@@ -71,10 +71,10 @@ class SingleLoss(LossTerm):
     is_data_term = True
 
     class Params(LossParams):
-        dp_power: float = Field(0.5, gt=0, description="exponent p on the intensities (0.5 = amplitude)")
+        dp_pow: float = Field(0.5, gt=0, description="exponent p on the intensities (0.5 = amplitude)")
 
     def __call__(self, inputs: LossInputs) -> Tensor:
-        p = self.params.dp_power
+        p = self.params.dp_pow
         meas_p = inputs.meas.clamp(min=0) ** p
         model_p = (inputs.pred.clamp(min=0) + EPS) ** p
         return torch.sqrt(torch.mean((model_p - meas_p) ** 2) + EPS**2) / meas_p.mean().clamp(min=EPS)
