@@ -136,3 +136,21 @@ def test_shipped_demo_dataset_matches_its_preset():
     assert ds.truth.attrs["simulation"] == spec.model_dump(mode="json")
     assert ds.counts and ds.dose_e_per_ang2 == spec.dose_e_per_ang2 and ds.scan_shape == spec.scan_shape
     assert r_factor(truth_patterns(ds) * spec.dose_e_per_ang2 * spec.step_ang**2, ds.meas) < 0.08
+
+
+def test_partial_coherence_variants(tmp_path):
+    from ptyopt.simulate.abtem_driver import defocus_samples
+
+    spec = with_overrides(get_preset("sto-tiny"), scan_shape=(3, 3), frozen_phonons=0)
+    values, weights = defocus_samples(with_overrides(spec, focal_spread_ang=20.0))
+    assert weights.sum() == pytest.approx(1.0) and values.mean() == pytest.approx(spec.defocus_ang)
+    assert values.max() - values.min() == pytest.approx(80.0)  # ±2 sigma
+    coherent = sim_run.simulate_dataset(spec, cache_dir=tmp_path)
+    spread = sim_run.simulate_dataset(with_overrides(spec, focal_spread_ang=20.0), cache_dir=tmp_path)
+    assert r_factor(spread.meas, coherent.meas) > 0.01
+    # source size: a Gaussian blur along the scan axes only
+    cube = np.zeros((25, 4, 4), dtype=np.float32)
+    cube[12] = 1.0
+    blurred = sim_run.apply_source_size(cube, with_overrides(spec, scan_shape=(5, 5), source_size_ang=0.6))
+    assert blurred[12, 0, 0] < 0.5 and blurred[7, 0, 0] > 0.05 and blurred[0, 0, 0] < blurred[7, 0, 0]
+    np.testing.assert_allclose(blurred[12], blurred[12, 0, 0])  # each pattern keeps its shape
