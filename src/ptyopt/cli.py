@@ -57,22 +57,15 @@ def _parse_range(text: str | None, name: str) -> tuple[int, int] | None:
     return start, stop
 
 
-def _parse_ints(text: str | None, name: str) -> tuple[int, ...] | None:
+def _parse_numbers(text: str | None, name: str, kind: type = int) -> tuple | None:
+    """'2,3,0,1' -> (2, 3, 0, 1) with a clear error for anything else."""
     if text is None:
         return None
     try:
-        return tuple(int(v) for v in text.replace(" ", "").split(","))
+        return tuple(kind(v) for v in text.replace(" ", "").split(","))
     except ValueError:
-        raise ConfigError(f"{name} must be comma-separated integers (e.g. 2,3,0,1), got '{text}'") from None
-
-
-def _parse_floats(text: str | None, name: str) -> tuple[float, ...] | None:
-    if text is None:
-        return None
-    try:
-        return tuple(float(v) for v in text.replace(" ", "").split(","))
-    except ValueError:
-        raise ConfigError(f"{name} must be comma-separated numbers (e.g. 1.5,-2), got '{text}'") from None
+        example = "2,3,0,1" if kind is int else "1.5,-2"
+        raise ConfigError(f"{name} must be comma-separated numbers (e.g. {example}), got '{text}'") from None
 
 
 @command()
@@ -141,11 +134,11 @@ def convert(
 
     from ptyopt.data import Dataset4D, Preprocessor, Step, read_array, select_scan_region, to_3d, write_dataset
 
-    shape = _parse_ints(scan_shape, "--scan-shape")
+    shape = _parse_numbers(scan_shape, "--scan-shape")
     if shape is not None and len(shape) != 2:
         raise ConfigError(f"--scan-shape needs two integers Ny,Nx, got {scan_shape}")
     array = read_array(source, key=key, scan_shape=shape)
-    meas, found_shape = to_3d(np.asarray(array), _parse_ints(permute, "--permute"))
+    meas, found_shape = to_3d(np.asarray(array), _parse_numbers(permute, "--permute"))
     shape = found_shape or shape
     if shape is None:
         raise ConfigError("the data are 3-D (N, Ky, Kx); give --scan-shape Ny,Nx for the raster scan")
@@ -198,8 +191,8 @@ def simulate(
     from ptyopt.simulate.presets import get_preset, with_overrides
     from ptyopt.simulate.run import simulate_dataset
 
-    scan_shape = _parse_ints(scan, "--scan")
-    tilt = _parse_floats(tilt_mrad, "--tilt-mrad")
+    scan_shape = _parse_numbers(scan, "--scan")
+    tilt = _parse_numbers(tilt_mrad, "--tilt-mrad", float)
     for name, value in (("--scan", scan_shape), ("--tilt-mrad", tilt)):
         if value is not None and len(value) != 2:
             raise ConfigError(f"{name} needs two comma-separated numbers, got {value}")

@@ -55,6 +55,19 @@ class LoopState:
 IterationCallback = Callable[["Engine", int], None]
 
 
+def scan_mask(problem: Problem) -> torch.Tensor:
+    """(Yo, Xo) bool: the bounding box of the probe centres widened by a quarter window, where the object is
+    constrained by data (constraint statistics are taken there, not over the untouched canvas edge)."""
+    geometry = problem.geometry
+    centres = geometry.nominal_centres_px
+    pad = geometry.window_px[0] / 4
+    low = np.maximum(np.floor(centres.min(axis=0) - pad).astype(int), 0)
+    high = np.ceil(centres.max(axis=0) + pad).astype(int) + 1
+    mask = torch.zeros(geometry.canvas_px, dtype=torch.bool, device=problem.device)
+    mask[low[0] : high[0], low[1] : high[1]] = True
+    return mask
+
+
 class Engine:
     """Runs a Problem; ``callbacks`` are called after every completed iteration as cb(engine, iteration)."""
 
@@ -81,11 +94,11 @@ class Engine:
         self.scheduler = self._make_scheduler()
         self.loop = LoopState()
         self.meas = self._meas_on_device()
-        truth = problem.dataset
+        dataset = problem.dataset
         self.context_base = dict(
             dx_ang=problem.geometry.dx_ang, wavelength_ang=problem.geometry.wavelength_ang,
-            conv_angle_mrad=truth.conv_angle_mrad, probe_power=problem.probe_power, scan_shape=truth.scan_shape,
-            scan_mask=None,
+            conv_angle_mrad=dataset.conv_angle_mrad, probe_power=problem.probe_power,
+            scan_shape=dataset.scan_shape, scan_mask=scan_mask(problem),
         )
 
     # ---- set-up -------------------------------------------------------------------------------------------

@@ -61,6 +61,13 @@ def _register(cls: type[LossTerm]) -> type[LossTerm]:
     return LOSSES.register(cls.name)(cls)
 
 
+def _normalised_rmse(pred: Tensor, meas: Tensor, power: float) -> Tensor:
+    """sqrt(mean((pred^p - meas^p)^2)) / mean(meas^p), negative values clipped."""
+    meas_p = meas.clamp(min=0) ** power
+    model_p = (pred.clamp(min=0) + EPS) ** power
+    return torch.sqrt(torch.mean((model_p - meas_p) ** 2) + EPS**2) / meas_p.mean().clamp(min=EPS)
+
+
 @_register
 class SingleLoss(LossTerm):
     """Normalised RMSE of powered intensities: sqrt(mean((pred^p - meas^p)^2)) / mean(meas^p).
@@ -74,10 +81,7 @@ class SingleLoss(LossTerm):
         dp_pow: float = Field(0.5, gt=0, description="exponent p on the intensities (0.5 = amplitude)")
 
     def __call__(self, inputs: LossInputs) -> Tensor:
-        p = self.params.dp_pow
-        meas_p = inputs.meas.clamp(min=0) ** p
-        model_p = (inputs.pred.clamp(min=0) + EPS) ** p
-        return torch.sqrt(torch.mean((model_p - meas_p) ** 2) + EPS**2) / meas_p.mean().clamp(min=EPS)
+        return _normalised_rmse(inputs.pred, inputs.meas, self.params.dp_pow)
 
 
 @_register
@@ -109,10 +113,7 @@ class PacbedLoss(LossTerm):
         power: float = Field(0.2, gt=0, description="exponent p on the batch-averaged intensities")
 
     def __call__(self, inputs: LossInputs) -> Tensor:
-        p = self.params.power
-        meas_p = inputs.meas.clamp(min=0).mean(dim=0) ** p
-        model_p = (inputs.pred.clamp(min=0).mean(dim=0) + EPS) ** p
-        return torch.sqrt(torch.mean((model_p - meas_p) ** 2) + EPS**2) / meas_p.mean().clamp(min=EPS)
+        return _normalised_rmse(inputs.pred.mean(dim=0), inputs.meas.mean(dim=0), self.params.power)
 
 
 @_register
