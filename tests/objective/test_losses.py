@@ -76,8 +76,8 @@ def test_pacbed_sees_only_the_average():
 def test_parse_errors_and_defaults():
     with pytest.raises(ConfigError, match="did you mean 'pacbed'"):
         parse_losses({"pacbd": {}})
-    with pytest.raises(ConfigError, match="unknown key 'loss.single.dp_pow'; did you mean 'dp_pow'"):
-        parse_losses({"single": {"dp_pow": 0.5}})
+    with pytest.raises(ConfigError, match="unknown key 'loss.single.dp_power'; did you mean 'dp_pow'"):
+        parse_losses({"single": {"dp_power": 0.5}})
     with pytest.raises(ConfigError, match="at least one data term"):
         parse_losses({"sparse": {}})
     dumped = parse_losses({"single": {}})["single"].model_dump(mode="json")
