@@ -267,6 +267,35 @@ def config_validate_cmd(config_path: Annotated[Path, typer.Argument(metavar="CON
 
 
 @command()
+def study(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC.yaml", help="study specification")],
+    out: Annotated[Path | None, typer.Option(help="output folder (default: study_<name> beside the spec)")] = None,
+    workers: Annotated[int, typer.Option(help="local worker processes")] = 1,
+    scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address (instead of local workers)")] = None,
+    profile: Annotated[str | None, typer.Option(help="a scale defined in the spec, e.g. poster")] = None,
+) -> None:
+    """Run a controlled study (settings × seeds) and write results.csv and report.md; resumes when rerun."""
+    from ptyopt.progress import progress_bar
+    from ptyopt.studies.report import write_report
+    from ptyopt.studies.runner import is_finished, run_study
+    from ptyopt.studies.spec import expand_runs, load_spec
+
+    if workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
+    spec, base_dir = load_spec(spec_path)
+    runs = expand_runs(spec, base_dir, profile)
+    out_dir = out or spec_path.parent / f"study_{spec.name}"
+    done = sum(is_finished(out_dir, run) for run in runs)
+    console.print(f"{spec.name}: {len(runs)} runs, {done} already finished, results in {out_dir}")
+    with progress_bar() as bar:
+        task = bar.add_task("study", total=len(runs), completed=done)
+        rows = run_study(spec, runs, out_dir, workers=workers, scheduler=scheduler,
+                         on_row=lambda row: bar.advance(task))
+    report = write_report(spec, runs, rows, out_dir)
+    console.print(f"wrote {out_dir / 'results.csv'} and {report}")
+
+
+@command()
 def inspect(path: Annotated[Path, typer.Argument(help="ptyopt dataset file, or any readable 4D-STEM file")]) -> None:
     """Describe a dataset: shapes, sampling, metadata and ground truth."""
     from ptyopt.data import is_dataset_file, read_array, read_dataset

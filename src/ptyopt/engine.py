@@ -142,9 +142,9 @@ class Engine:
         meas = np.asarray(self.problem.dataset.meas, dtype=np.float32)
         return torch.as_tensor(meas, device=self.problem.device).to(self.problem.real_dtype)
 
-    def fetch(self, indices: np.ndarray) -> torch.Tensor:
+    def fetch(self, indices: np.ndarray, index_tensor: torch.Tensor) -> torch.Tensor:
         if self.meas is not None:
-            return self.meas[torch.as_tensor(indices, device=self.problem.device)]
+            return self.meas[index_tensor]
         batch = torch.as_tensor(np.asarray(self.problem.dataset.meas[np.sort(indices)], dtype=np.float32))
         order = np.argsort(np.argsort(indices))  # the sorted read is faster on disk-backed arrays
         batch = batch[torch.as_tensor(order)].to(self.problem.device)
@@ -167,10 +167,10 @@ class Engine:
         groups = self.sampler.groups(iteration)
         self.optimizer.zero_grad(set_to_none=True)
         for i, indices in enumerate(groups):
-            index_tensor = torch.as_tensor(indices, device=self.problem.device)
+            index_tensor = torch.tensor(indices, device=self.problem.device)  # groups are read-only arrays
             out = self.problem.model(self.state, index_tensor)
-            inputs = LossInputs(out.intensities, self.fetch(indices), out.phase_patches, out.amplitude_patches,
-                                out.occupancy)
+            meas = self.fetch(indices, index_tensor)
+            inputs = LossInputs(out.intensities, meas, out.phase_patches, out.amplitude_patches, out.occupancy)
             total = 0.0
             for term in self.losses:
                 value = term(inputs)

@@ -118,7 +118,8 @@ def _fit_plane(residual: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return coef[0] + coef[1] * (y - centre[0]) + coef[2] * (x - centre[1])
 
 
-def _shift_mirrored(image: np.ndarray, shift_px: tuple[float, float]) -> np.ndarray:
+def shift_mirrored(image: np.ndarray, shift_px: tuple[float, float]) -> np.ndarray:
+    """Image (Y, X) shifted by shift_px (dy, dx) [px] as ``fourier_shift_image`` does, without wrapping around."""
     # The even (mirror) extension to (2Y, 2X) is periodic and continuous, so the Fourier shift does not ring at
     # the canvas edges; content entering at an edge is the mirror image of what lies there.
     extended = np.pad(image, ((0, image.shape[0]), (0, image.shape[1])), mode="symmetric")
@@ -180,7 +181,7 @@ def align_phase(
         moving[~inside] = moving[inside].mean()
         shift = phase_correlation_shift(reference, moving, upsample, max_shift_px=max_shift_px)
         slope = _plane_slopes(plane)
-        recon = _shift_mirrored(detrended, shift) + plane - (slope[0] * shift[0] + slope[1] * shift[1])
+        recon = shift_mirrored(detrended, shift) + plane - (slope[0] * shift[0] + slope[1] * shift[1])
     residual = recon - np.nan_to_num(truth)
     if remove_ramp:
         plane = _fit_plane(residual, valid)

@@ -1,0 +1,1 @@
+"""Controlled studies: settings × seeds, run in parallel, evaluated and reported with statistics."""
