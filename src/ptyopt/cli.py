@@ -312,6 +312,69 @@ def inspect(path: Annotated[Path, typer.Argument(help="ptyopt dataset file, or a
     console.print(table)
 
 
+@command()
+def evaluate(
+    result_path: Annotated[Path, typer.Argument(metavar="RESULT.h5", help="result file of a reconstruction")],
+    truth: Annotated[Path | None, typer.Option(help="dataset file holding the ground truth")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write the metrics as strict JSON")] = None,
+    margin_ang: Annotated[float, typer.Option(help="margin inside the scanned region [Å]")] = 2.0,
+    remove_ramp: Annotated[bool, typer.Option(help="also remove a linear phase ramp before comparing")] = False,
+    figure: Annotated[Path | None, typer.Option(help="comparison PNG (default: evaluation.png beside RESULT)")] = None,
+    compare: Annotated[Path | None, typer.Option(help="second result (e.g. the other half of the positions) "
+                                                       "for a half-dataset FRC")] = None,
+    data: Annotated[Path | None, typer.Option(help="data file for the R-factor (default: the result's config's)")]
+    = None,
+    r_factor: Annotated[bool, typer.Option(help="compute the final data R-factor")] = True,
+    device: Annotated[str, typer.Option(help="torch device for the R-factor")] = "cpu",
+) -> None:
+    """Evaluate a reconstruction against the ground truth and/or a second reconstruction (half-dataset FRC)."""
+    from ptyopt.data import read_dataset
+    from ptyopt.evaluate import (
+        align_results,
+        align_to_truth,
+        compare_results,
+        evaluate_result,
+        json_safe,
+        load_result,
+    )
+    from ptyopt.evaluate.figures import save_evaluation_figure
+    from ptyopt.evaluate.report import summary_rows
+
+    if truth is None and compare is None:
+        raise ConfigError("give --truth DATASET.h5 (ground-truth metrics) or --compare OTHER_RESULT.h5 (or both)")
+    result = load_result(result_path)
+    dataset = read_dataset(truth) if truth is not None else None
+    other = load_result(compare) if compare is not None else None
+    metrics = (evaluate_result(result, dataset, margin_ang=margin_ang, remove_ramp=remove_ramp,
+                               data_r_factor=r_factor, data_path=data, device=device)
+               if dataset is not None else {})
+    comparison = compare_results(result, other, margin_ang=margin_ang, remove_ramp=remove_ramp) if other else None
+    table = Table(title=f"evaluation of {result_path}", show_header=False)
+    for name, value in summary_rows(metrics, comparison):
+        table.add_row(name, value)
+    console.print(table)
+    for note in metrics.get("notes", []) + (comparison or {}).get("notes", []):
+        err_console.print(f"[yellow]note:[/] {note}", highlight=False)
+    figure = figure or result_path.parent / "evaluation.png"
+    if dataset is not None:
+        alignment = align_to_truth(result, dataset.truth, margin_ang=margin_ang, remove_ramp=remove_ramp)
+        title = (f"RMSE {metrics['rmse_rad']:.4g} rad, SSIM {metrics['ssim']:.3f}, r {metrics['pearson_r']:.4f}, "
+                 f"shift ({metrics['shift_px'][0]:.2f}, {metrics['shift_px'][1]:.2f}) px")
+        save_evaluation_figure(figure, alignment, metrics["frc"], title=title)
+    else:
+        alignment = align_results(result, other, margin_ang=margin_ang, remove_ramp=remove_ramp)
+        save_evaluation_figure(figure, alignment, comparison["frc"], labels=("result A (aligned)", "result B"),
+                               title=f"half-dataset comparison: {result_path.name} vs {compare.name}")
+    console.print(f"figure: {figure}")
+    if json_path is not None:
+        payload = {"result": str(result_path), "truth": None if truth is None else str(truth), **metrics}
+        if comparison is not None:
+            payload["compare"] = {"other_result": str(compare), **comparison}
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(json_safe(payload), indent=2, allow_nan=False))
+        console.print(f"metrics: {json_path}")
+
+
 def main() -> None:
     app()
 

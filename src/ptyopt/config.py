@@ -31,6 +31,9 @@ class DataConfig(StrictModel):
         None, description="scan rows and columns [start, stop) to reconstruct, e.g. [[50, 150], [50, 150]]"
     )
     preprocess: list[Step] = Field(default_factory=list, description="ordered preprocessing steps")
+    half: Literal[0, 1] | None = Field(
+        None, description="keep one interleaved half of a raster scan ((iy + ix) % 2 == half), for half-dataset FRC"
+    )
 
 
 class ExperimentConfig(StrictModel):
@@ -130,6 +133,9 @@ class SolverConfig(StrictModel):
     batch_size: int = Field(32, ge=1, description="positions per mini-batch")
     grouping: Literal["random", "compact", "sparse"] = Field("random", description="how batches are formed")
     grad_accumulation: int = Field(1, ge=1, description="mini-batches per optimiser step")
+    validation_fraction: float = Field(
+        0.0, ge=0, lt=0.5, description="patterns held out of every update to measure a validation loss"
+    )
 
 
 class OutputConfig(StrictModel):

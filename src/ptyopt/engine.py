@@ -55,6 +55,15 @@ class LoopState:
 IterationCallback = Callable[["Engine", int], None]
 
 
+def split_validation(n_positions: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Training and held-out indices; the held-out ones (a seeded random fraction) are never used for updates."""
+    if fraction == 0:
+        return np.arange(n_positions), np.arange(0)
+    held = np.sort(np.random.default_rng([seed, 7]).choice(n_positions, int(round(fraction * n_positions)),
+                                                           replace=False))
+    return np.setdiff1d(np.arange(n_positions), held), held
+
+
 def scan_mask(problem: Problem) -> torch.Tensor:
     """(Yo, Xo) bool: the bounding box of the probe centres widened by a quarter window, where the object is
     constrained by data (constraint statistics are taken there, not over the untouched canvas edge)."""
@@ -83,8 +92,10 @@ class Engine:
         self.state = {key: problem.initial_state[key].clone() for key in STATE_KEYS}
         self.losses = build_losses(self.config.loss)
         self.constraints = build_constraints(self.config.constraints)
-        self.sampler = GroupSampler(problem.geometry.nominal_centres_px, self.config.solver.batch_size,
-                                    self.config.solver.grouping, self.config.seed)
+        self.train_indices, self.validation_indices = split_validation(
+            len(problem.geometry.nominal_centres_px), self.config.solver.validation_fraction, self.config.seed)
+        self.sampler = GroupSampler(problem.geometry.nominal_centres_px[self.train_indices],
+                                    self.config.solver.batch_size, self.config.solver.grouping, self.config.seed)
         self.lr_schedules = {
             name: as_schedule(update.lr)
             for name, update in self.config.optimize.__dict__.items()
@@ -164,7 +175,7 @@ class Engine:
         weights = {term.name: term.weight.value(iteration) for term in self.losses}
         sums = {term.name: torch.zeros((), dtype=torch.float64, device=self.problem.device) for term in self.losses}
         accumulate = self.config.solver.grad_accumulation
-        groups = self.sampler.groups(iteration)
+        groups = [self.train_indices[group] for group in self.sampler.groups(iteration)]
         self.optimizer.zero_grad(set_to_none=True)
         for i, indices in enumerate(groups):
             index_tensor = torch.tensor(indices, device=self.problem.device)  # groups are read-only arrays
@@ -189,6 +200,22 @@ class Engine:
         means["total"] = sum(weights[name] * means[name] for name in weights)
         means.update({f"weight_{name}": w for name, w in weights.items()})
         return means
+
+    def validation_losses(self) -> dict[str, float]:
+        """Data terms on the held-out patterns (no gradients), averaged over batches of the solver's size."""
+        sums: dict[str, float] = {}
+        size = self.config.solver.batch_size
+        with torch.no_grad():
+            chunks = [self.validation_indices[i : i + size] for i in range(0, len(self.validation_indices), size)]
+            for indices in chunks:
+                index_tensor = torch.tensor(indices, device=self.problem.device)
+                out = self.problem.model(self.state, index_tensor)
+                inputs = LossInputs(out.intensities, self.fetch(indices, index_tensor), out.phase_patches,
+                                    out.amplitude_patches, out.occupancy)
+                for term in self.losses:
+                    if term.is_data_term:
+                        sums[term.name] = sums.get(term.name, 0.0) + float(term(inputs)) / len(chunks)
+        return sums
 
     def _finite(self, losses: dict[str, float]) -> bool:
         return math.isfinite(losses["total"]) and all(bool(torch.isfinite(t).all()) for t in self.state.values())
@@ -288,6 +315,10 @@ class Engine:
         row = {"iteration": float(iteration), "wall_time_s": self.loop.elapsed_s,
                "lr_multiplier": self.loop.lr_multiplier, **losses}
         every = self.config.output.metrics_every
+        due = (every and iteration % every == 0) or iteration == self.config.solver.iterations
+        if due and len(self.validation_indices):
+            row.update({"validation_iteration": float(iteration),
+                        **{f"validation_{k}": v for k, v in self.validation_losses().items()}})
         if self.metrics_fn is not None and every and iteration % every == 0:
             metrics = self.metrics_fn(self.state)
             row.update({"metric_iteration": float(iteration), "metric_wall_time_s": self.loop.elapsed_s})

@@ -74,7 +74,22 @@ def load_dataset(config: ReconstructionConfig) -> Dataset4D:
         )
     if data.scan_region is not None:
         dataset = select_scan_region(dataset, *data.scan_region)
+    if data.half is not None:
+        dataset = interleaved_half(dataset, data.half)
     return dataset
+
+
+def interleaved_half(dataset: Dataset4D, part: int) -> Dataset4D:
+    """The positions with (iy + ix) % 2 == part: a checkerboard half that still covers the whole field of view."""
+    if dataset.scan_shape is None:
+        raise ConfigError("data.half needs a raster scan with a known scan_shape")
+    iy, ix = np.divmod(np.arange(dataset.n_patterns), dataset.scan_shape[1])
+    keep = np.flatnonzero((iy + ix) % 2 == part)
+    truth = dataset.truth
+    if truth is not None and truth.positions_ang is not None:
+        truth = type(truth)(**{**truth.__dict__, "positions_ang": truth.positions_ang[keep]})
+    return dataset.replace(meas=dataset.meas[keep], positions_ang=dataset.positions_ang[keep], scan_shape=None,
+                           truth=truth)
 
 
 def resolve_device(name: str) -> torch.device:

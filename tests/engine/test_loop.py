@@ -150,3 +150,22 @@ def test_update_windows_and_gradient_accumulation(tiny_config, tmp_path):
     assert torch.equal(snapshots[3]["object_amplitude"], snapshots[1]["object_amplitude"])
     assert not torch.equal(snapshots[4]["object_amplitude"], snapshots[3]["object_amplitude"])
     assert int(snapshots[1]["steps"]["object_phase"]) == 9  # 18 batches per iteration, 2 per step
+
+
+def test_held_out_validation_and_interleaved_halves(tiny_config, tmp_path):
+    seen = set()
+
+    def record(engine, iteration):
+        for group in engine.sampler.groups(iteration):
+            seen.update(engine.train_indices[group].tolist())
+        record.held = set(engine.validation_indices.tolist())
+
+    config = tiny_config(solver={"iterations": 3, "validation_fraction": 0.25}, output={"metrics_every": 1})
+    run = run_reconstruction(config, out_dir=tmp_path / "v", show_progress=False, callbacks=[record])
+    assert len(record.held) == 36 and not (seen & record.held) and len(seen) == 144 - 36
+    assert len(run.result.history["validation_single"]) == 3
+    assert np.all(np.isfinite(run.result.history["validation_single"]))
+    halves = [run_reconstruction(tiny_config(data={"half": part}, solver={"iterations": 1}),
+                                 out_dir=tmp_path / f"h{part}", show_progress=False) for part in (0, 1)]
+    a, b = (h.result.nominal_positions_ang for h in halves)
+    assert len(a) == len(b) == 72 and not ({tuple(p) for p in a} & {tuple(p) for p in b})
