@@ -26,6 +26,7 @@ from ptyopt.evaluate.phase_metrics import (
 )
 from ptyopt.evaluate.probe_positions import position_errors, probe_overlap
 from ptyopt.evaluate.registration import apodization_window, fourier_shift_image, phase_correlation_shift
+from ptyopt.evaluate.report import summary_rows
 from ptyopt.evaluate.ssim import ssim_map, structural_similarity
 
 __all__ = [
@@ -57,5 +58,6 @@ __all__ = [
     "slice_sum",
     "ssim_map",
     "structural_similarity",
+    "summary_rows",
     "truth_on_canvas",
 ]

@@ -34,9 +34,9 @@ def _overlaps(modes: np.ndarray, true_mode: np.ndarray) -> tuple[float, float]:
     if true_norm2 <= 0 or norms2.sum() <= 0:
         raise DataError("a probe is zero everywhere; its overlap is undefined")
     main = _dominant(modes)
-    dominant = float(np.abs(inner[main]) / math.sqrt(norms2[main] * true_norm2)) if norms2[main] > 0 else 0.0
+    dominant = float(np.abs(inner[main]) / math.sqrt(norms2[main] * true_norm2))
     mixed = math.sqrt(float(np.sum(np.abs(inner) ** 2)) / (float(norms2.sum()) * true_norm2))
-    return dominant, mixed
+    return min(dominant, 1.0), min(mixed, 1.0)  # Cauchy–Schwarz bounds both by 1; trims round-off
 
 
 def probe_overlap(probe: np.ndarray, true_probe: np.ndarray, *, register: bool = True) -> dict[str, Any]:
