@@ -1,5 +1,9 @@
+from pathlib import Path
+
 import pytest
 import torch
+
+from ptyopt.config import parse_config
 
 
 @pytest.fixture(autouse=True)
@@ -10,3 +14,33 @@ def _seed():
 @pytest.fixture(params=[torch.complex64, torch.complex128], ids=["c64", "c128"])
 def cdtype(request):
     return request.param
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset_path(tmp_path_factory) -> Path:
+    pytest.importorskip("abtem")
+    from ptyopt.data import write_dataset
+    from ptyopt.simulate.presets import get_preset, with_overrides
+    from ptyopt.simulate.run import simulate_dataset
+
+    folder = tmp_path_factory.mktemp("tiny")
+    spec = with_overrides(get_preset("sto-tiny"), frozen_phonons=0, aperture_edge="hard", scan_shape=(12, 12))
+    return write_dataset(folder / "tiny.h5", simulate_dataset(spec, cache_dir=folder / "cache"))
+
+
+@pytest.fixture
+def tiny_config(tiny_dataset_path, tmp_path):
+    """A small, fast config on the tiny dataset; tests override what they study."""
+
+    def make(**sections):
+        raw = {
+            "data": {"path": str(tiny_dataset_path)},
+            "model": {"n_slices": 2, "slice_thickness_ang": 3.905, "aperture_edge": "hard"},
+            "solver": {"iterations": 6, "batch_size": 8},
+            "output": {"dir": str(tmp_path / "out"), "checkpoint_every": 2, "metric_margin_ang": 0.5},
+        }
+        for name, values in sections.items():
+            raw[name] = {**raw.get(name, {}), **values} if isinstance(values, dict) else values
+        return parse_config(raw)
+
+    return make

@@ -126,8 +126,10 @@ class SchedulerConfig(StrictModel):
 class SolverConfig(StrictModel):
     """The optimiser and the batch loop."""
 
-    name: str = Field("Adam", description="a torch.optim optimiser by name (Adam, AdamW, SGD, RMSprop, ...)")
-    options: dict[str, Any] = Field(default_factory=dict, description="extra optimiser keyword arguments")
+    name: str = Field(
+        "adam", description="solver: adam, epie, rpie, mpie, lsqml, or any torch.optim class (AdamW, SGD, ...)"
+    )
+    options: dict[str, Any] = Field(default_factory=dict, description="the solver's own parameters")
     lr_scheduler: SchedulerConfig | None = Field(None, description="torch LR scheduler stepped every iteration")
     iterations: int = Field(200, ge=1, description="iterations (passes over all positions)")
     batch_size: int = Field(32, ge=1, description="positions per mini-batch")

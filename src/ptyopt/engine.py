@@ -26,17 +26,8 @@ from ptyopt.objective.losses import LossInputs, build_losses
 from ptyopt.objective.schedules import as_schedule
 from ptyopt.problem import Problem
 from ptyopt.progress import progress_bar
+from ptyopt.solvers import Batch, SolverContext, make_solver
 
-# config.optimize field -> state key
-TENSOR_OF = {
-    "object_amplitude": "object_amplitude",
-    "object_phase": "object_phase",
-    "probe": "probe",
-    "positions": "position_offsets_px",
-    "tilts": "tilts_mrad",
-    "slice_thickness": "slice_thickness_ang",
-    "occupancy": "occupancy",
-}
 MAX_NAN_RETRIES = 6
 
 
@@ -101,8 +92,8 @@ class Engine:
             for name, update in self.config.optimize.__dict__.items()
             if update.start_iter is not None
         }
-        self.optimizer = self._make_optimizer()
-        self.scheduler = self._make_scheduler()
+        self.solver = make_solver(self.config.solver.name, self.config.solver.options,
+                                  SolverContext(problem, self.state, self.losses), self.config.solver.lr_scheduler)
         self.loop = LoopState()
         self.meas = self._meas_on_device()
         dataset = problem.dataset
@@ -113,38 +104,6 @@ class Engine:
         )
 
     # ---- set-up -------------------------------------------------------------------------------------------
-
-    def _make_optimizer(self) -> torch.optim.Optimizer:
-        solver = self.config.solver
-        cls = getattr(torch.optim, solver.name, None)
-        if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)) or solver.name == "LBFGS":
-            names = [n for n in dir(torch.optim) if isinstance(getattr(torch.optim, n), type)
-                     and issubclass(getattr(torch.optim, n), torch.optim.Optimizer) and n not in ("Optimizer", "LBFGS")]
-            from ptyopt.registry import did_you_mean
-
-            raise ConfigError(f"solver.name '{solver.name}' is not a first-order torch.optim optimiser"
-                              f"{did_you_mean(solver.name, names)}")
-        groups = []
-        for name, schedule in self.lr_schedules.items():
-            tensor = self.state[TENSOR_OF[name]]
-            tensor.requires_grad_(True)
-            groups.append({"params": [tensor], "lr": schedule.value(1), "name": name})
-        try:
-            return cls(groups, **solver.options)
-        except TypeError as err:
-            raise ConfigError(f"solver.options do not fit {solver.name}: {err}") from None
-
-    def _make_scheduler(self):
-        spec = self.config.solver.lr_scheduler
-        if spec is None:
-            return None
-        cls = getattr(torch.optim.lr_scheduler, spec.name, None)
-        if cls is None:
-            raise ConfigError(f"solver.lr_scheduler.name '{spec.name}' is not in torch.optim.lr_scheduler")
-        try:
-            return cls(self.optimizer, **spec.options)
-        except TypeError as err:
-            raise ConfigError(f"solver.lr_scheduler.options do not fit {spec.name}: {err}") from None
 
     def _meas_on_device(self) -> torch.Tensor | None:
         """All patterns on the device when nothing is applied on the fly; else None (fetched per batch)."""
@@ -163,36 +122,22 @@ class Engine:
 
     # ---- one iteration --------------------------------------------------------------------------------------
 
-    def _prepare_iteration(self, iteration: int) -> None:
-        for group in self.optimizer.param_groups:
-            update = getattr(self.config.optimize, group["name"])
-            group["params"][0].requires_grad_(update.active(iteration))
-            if self.scheduler is None:
-                group["lr"] = self.lr_schedules[group["name"]].value(iteration) * self.loop.lr_multiplier
-
     def _iterate(self, iteration: int) -> dict[str, float]:
-        self._prepare_iteration(iteration)
+        active = {name: update.active(iteration) for name, update in self.config.optimize.__dict__.items()}
+        rates = {name: schedule.value(iteration) * self.loop.lr_multiplier
+                 for name, schedule in self.lr_schedules.items()}
+        self.solver.start_iteration(iteration, active, rates)
         weights = {term.name: term.weight.value(iteration) for term in self.losses}
         sums = {term.name: torch.zeros((), dtype=torch.float64, device=self.problem.device) for term in self.losses}
         accumulate = self.config.solver.grad_accumulation
         groups = [self.train_indices[group] for group in self.sampler.groups(iteration)]
-        self.optimizer.zero_grad(set_to_none=True)
         for i, indices in enumerate(groups):
             index_tensor = torch.tensor(indices, device=self.problem.device)  # groups are read-only arrays
-            out = self.problem.model(self.state, index_tensor)
-            meas = self.fetch(indices, index_tensor)
-            inputs = LossInputs(out.intensities, meas, out.phase_patches, out.amplitude_patches, out.occupancy)
-            total = 0.0
-            for term in self.losses:
-                value = term(inputs)
-                sums[term.name] += value.detach().double()
-                total = total + weights[term.name] * value
-            (total / accumulate).backward()
-            if (i + 1) % accumulate == 0 or i + 1 == len(groups):
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
-        if self.scheduler is not None:
-            self.scheduler.step()
+            batch = Batch(indices, index_tensor, self.fetch(indices, index_tensor))
+            step = (i + 1) % accumulate == 0 or i + 1 == len(groups)
+            for name, value in self.solver.update(batch, weights, step).items():
+                sums[name] += value.double()
+        self.solver.end_iteration(iteration)
         ctx = ConstraintContext(iteration=iteration, **self.context_base)
         with torch.no_grad():
             apply_constraints(self.constraints, self.state, ctx)
@@ -225,17 +170,14 @@ class Engine:
     def _snapshot(self) -> dict:
         return {
             "state": {k: v.detach().clone() for k, v in self.state.items()},
-            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
-            "scheduler": None if self.scheduler is None else copy.deepcopy(self.scheduler.state_dict()),
+            "solver": copy.deepcopy(self.solver.state_dict()),
         }
 
     def _restore(self, snapshot: dict) -> None:
         with torch.no_grad():
             for key, value in snapshot["state"].items():
                 self.state[key].copy_(value)
-        self.optimizer.load_state_dict(copy.deepcopy(snapshot["optimizer"]))
-        if self.scheduler is not None:
-            self.scheduler.load_state_dict(copy.deepcopy(snapshot["scheduler"]))
+        self.solver.load_state_dict(copy.deepcopy(snapshot["solver"]))
 
     def checkpoint_payload(self, snapshot: dict) -> dict:
         return {
@@ -313,6 +255,7 @@ class Engine:
     def _record(self, iteration: int, losses: dict[str, float]) -> None:
         history = self.loop.history
         row = {"iteration": float(iteration), "wall_time_s": self.loop.elapsed_s,
+               "forward_evaluations": float(self.solver.forward_evaluations),
                "lr_multiplier": self.loop.lr_multiplier, **losses}
         every = self.config.output.metrics_every
         due = (every and iteration % every == 0) or iteration == self.config.solver.iterations

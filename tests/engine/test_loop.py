@@ -138,8 +138,9 @@ def test_update_windows_and_gradient_accumulation(tiny_config, tmp_path):
 
     def record(engine, iteration):
         snapshots[iteration] = {k: v.detach().clone() for k, v in engine.state.items()}
-        steps = {group["name"]: float(engine.optimizer.state.get(group["params"][0], {}).get("step", 0))
-                 for group in engine.optimizer.param_groups}
+        optimizer = engine.solver.optimizer
+        steps = {group["name"]: float(optimizer.state.get(group["params"][0], {}).get("step", 0))
+                 for group in optimizer.param_groups}
         snapshots[iteration]["steps"] = steps
 
     run_reconstruction(config, out_dir=tmp_path, show_progress=False, callbacks=[record])
