@@ -118,3 +118,16 @@ def test_statistics_against_formulas():
     assert tests[0]["p_value"] == pytest.approx(stats.ttest_rel([0.90, 0.91, 0.92], [0.80, 0.83, 0.81]).pvalue)
     best, _ = compare_to_best([{**r, "rmse_rad": r["pearson_r"]} for r in rows], ["a", "b"], "rmse_rad")
     assert best == "b"  # lower is better for errors
+
+
+def test_shipped_study_specs_expand():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "examples" / "studies"
+    counts = {}
+    for path in sorted(root.glob("*.yaml")):
+        spec, base = load_spec(path)
+        runs = expand_runs(spec, base)
+        counts[spec.name] = len(runs)
+        assert len(spec.seeds) >= 3 and "poster" in spec.profiles
+    assert counts == {"batch_geometry": 27, "late_refinement": 18, "loss_scheduling": 15, "solvers": 12}
