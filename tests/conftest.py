@@ -44,3 +44,21 @@ def tiny_config(tiny_dataset_path, tmp_path):
         return parse_config(raw)
 
     return make
+
+
+@pytest.fixture
+def perturbed_positions(tiny_dataset_path, tmp_path):
+    """The tiny dataset with nominal positions 1-3 px off the true ones (random directions, seeded):
+    returns (path, offsets_px (N, 2), dataset)."""
+    import numpy as np
+
+    from ptyopt.data import read_dataset, write_dataset
+
+    ds = read_dataset(tiny_dataset_path)
+    rng = np.random.default_rng(0)
+    size_px = rng.uniform(1.0, 3.0, ds.n_patterns)
+    angle = rng.uniform(0, 2 * np.pi, ds.n_patterns)
+    offsets_px = np.stack([size_px * np.sin(angle), size_px * np.cos(angle)], axis=1)
+    path = write_dataset(tmp_path / "perturbed.h5",
+                         ds.replace(positions_ang=ds.truth.positions_ang + offsets_px * ds.dx_ang))
+    return path, offsets_px, ds

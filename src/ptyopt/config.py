@@ -223,16 +223,20 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> Reconstru
     return config
 
 
+def read_yaml(path: Path, what: str) -> Any:
+    """Parsed YAML, or a ConfigError naming the file ("cannot read config x.yaml: No such file ...")."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise ConfigError(f"cannot read {what} {path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+
+
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ReconstructionConfig:
     """Read a YAML config; ``overrides`` maps dotted keys (e.g. 'solver.iterations') to values."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise ConfigError(f"cannot read config {path}: {err.strerror}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {err}") from None
-    raw = raw or {}
+    raw = read_yaml(path, "config") or {}
     for dotted, value in (overrides or {}).items():
         set_dotted(raw, dotted, value)
     return parse_config(raw, base_dir=path.parent)

@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 
-from ptyopt.data import read_dataset, write_dataset
 from ptyopt.reconstruct import run_reconstruction
 
 pytestmark = pytest.mark.abtem
@@ -22,15 +21,9 @@ def test_known_probe_and_positions_reach_small_phase_error(tiny_config):
     assert run.metrics["pearson_r"] > 0.99
 
 
-def test_position_refinement_recovers_large_shifts(tiny_config, tiny_dataset_path, tmp_path):
+def test_position_refinement_recovers_large_shifts(tiny_config, perturbed_positions):
     """Nominal positions 1-3 px off (beyond half a pixel, so the integer crop must move) come back < 0.2 px."""
-    ds = read_dataset(tiny_dataset_path)
-    rng = np.random.default_rng(0)
-    size_px = rng.uniform(1.0, 3.0, ds.n_patterns)
-    angle = rng.uniform(0, 2 * np.pi, ds.n_patterns)
-    offsets_px = np.stack([size_px * np.sin(angle), size_px * np.cos(angle)], axis=1)
-    path = write_dataset(tmp_path / "perturbed.h5",
-                         ds.replace(positions_ang=ds.truth.positions_ang + offsets_px * ds.dx_ang))
+    path, offsets_px, ds = perturbed_positions
     config = tiny_config(
         data={"path": str(path)},
         model={"probe_init": "truth", "object_init": "truth"},

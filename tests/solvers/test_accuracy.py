@@ -4,7 +4,6 @@
 import numpy as np
 import pytest
 
-from ptyopt.data import read_dataset, write_dataset
 from ptyopt.reconstruct import run_reconstruction
 
 pytestmark = pytest.mark.abtem
@@ -40,16 +39,10 @@ def test_probe_refined_from_the_aperture_reaches_small_phase_error(tiny_config, 
 
 
 @pytest.mark.parametrize("name", ["epie", "lsqml"])
-def test_position_refinement_recovers_large_shifts(tiny_config, tiny_dataset_path, tmp_path, name):
+def test_position_refinement_recovers_large_shifts(tiny_config, perturbed_positions, name):
     """Nominal positions 1-3 px off (the integer crop must move; at most 0.5 px per update) come back < 0.2 px
     in 10 iterations with the object and probe known."""
-    ds = read_dataset(tiny_dataset_path)
-    rng = np.random.default_rng(0)
-    size_px = rng.uniform(1.0, 3.0, ds.n_patterns)
-    angle = rng.uniform(0, 2 * np.pi, ds.n_patterns)
-    offsets_px = np.stack([size_px * np.sin(angle), size_px * np.cos(angle)], axis=1)
-    path = write_dataset(tmp_path / "perturbed.h5",
-                         ds.replace(positions_ang=ds.truth.positions_ang + offsets_px * ds.dx_ang))
+    path, offsets_px, ds = perturbed_positions
     config = tiny_config(
         data={"path": str(path)},
         model={"probe_init": "truth", "object_init": "truth"},

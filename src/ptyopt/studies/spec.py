@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from ptyopt.config import explain_validation_error, parse_config, set_dotted
+from ptyopt.config import explain_validation_error, parse_config, read_yaml, set_dotted
 from ptyopt.config_base import StrictModel
 from ptyopt.errors import ConfigError
 from ptyopt.registry import did_you_mean
@@ -97,12 +96,7 @@ def settings_of(spec: StudySpec) -> list[tuple[str, dict[str, Any]]]:
 
 def load_spec(path: str | Path) -> tuple[StudySpec, Path]:
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise ConfigError(f"cannot read study spec {path}: {err.strerror}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    raw = read_yaml(path, "study spec")
     try:
         return StudySpec.model_validate(raw or {}), path.parent
     except ValidationError as err:
@@ -119,10 +113,7 @@ def expand_runs(spec: StudySpec, base_dir: Path, profile: str | None = None) -> 
         base_config = chosen.base_config or base_config
         overrides.update(chosen.overrides)
     base_path = (base_dir / base_config).resolve()
-    try:
-        base = yaml.safe_load(base_path.read_text()) or {}
-    except OSError as err:
-        raise ConfigError(f"cannot read the study's base config {base_path}: {err.strerror}") from None
+    base = read_yaml(base_path, "the study's base config") or {}
     runs = []
     for label, values in settings_of(spec):
         for seed in spec.seeds:
