@@ -1,5 +1,5 @@
 # ptyopt — two commands on a fresh machine: `make demo` and `make test`.
-# GPU users: make setup TORCH_SPEC="torch" TORCH_INDEX="--index-url https://download.pytorch.org/whl/cu124"
+# GPU users: make setup TORCH_SPEC="torch" TORCH_INDEX="--index-url <the CUDA wheel index of your torch build>"
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
