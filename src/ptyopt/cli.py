@@ -128,26 +128,22 @@ def convert(
     preprocess: Annotated[Path | None, typer.Option(help="YAML list of preprocessing steps to precompute")] = None,
 ) -> None:
     """Convert foreign 4D-STEM data into a ptyopt dataset file (optionally cropped and preprocessed)."""
-    import numpy as np
     import yaml
     from pydantic import TypeAdapter, ValidationError
 
-    from ptyopt.data import Dataset4D, Preprocessor, Step, read_array, select_scan_region, to_3d, write_dataset
+    from ptyopt.data import Preprocessor, Step, select_scan_region, write_dataset
+    from ptyopt.data.foreign import dataset_from_foreign_file
 
     shape = _parse_numbers(scan_shape, "--scan-shape")
     if shape is not None and len(shape) != 2:
         raise ConfigError(f"--scan-shape needs two integers Ny,Nx, got {scan_shape}")
-    array = read_array(source, key=key, scan_shape=shape)
-    meas, found_shape = to_3d(np.asarray(array), _parse_numbers(permute, "--permute"))
-    shape = found_shape or shape
-    if shape is None:
-        raise ConfigError("the data are 3-D (N, Ky, Kx); give --scan-shape Ny,Nx for the raster scan")
     try:
         extra = json.loads(aberrations) if aberrations else {}
     except json.JSONDecodeError as err:
         raise ConfigError(f"--aberrations is not valid JSON ({err})") from None
-    dataset = Dataset4D.from_raster(
-        meas, shape, step_ang, energy_kv=energy_kv, conv_angle_mrad=conv_angle_mrad, dk_inv_ang=dk_inv_ang,
+    dataset = dataset_from_foreign_file(
+        source, step_ang=step_ang, key=key, scan_shape=shape, permute=_parse_numbers(permute, "--permute"),
+        energy_kv=energy_kv, conv_angle_mrad=conv_angle_mrad, dk_inv_ang=dk_inv_ang,
         aberrations={"defocus": defocus_ang, **extra}, counts=counts, dose_e_per_ang2=dose_e_per_ang2,
     )
     if scan_crop_y or scan_crop_x:

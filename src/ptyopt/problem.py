@@ -12,11 +12,10 @@ from ptyopt.data import (
     Dataset4D,
     Preprocessor,
     is_dataset_file,
-    read_array,
     read_dataset,
     select_scan_region,
-    to_3d,
 )
+from ptyopt.data.foreign import dataset_from_foreign_file
 from ptyopt.errors import ConfigError, DataError
 from ptyopt.model.forward import ForwardModel
 from ptyopt.model.state import Geometry, initial_state, make_geometry, truth_object_phase, truth_probe
@@ -37,8 +36,9 @@ class Problem:
     real_dtype: torch.dtype
 
 
-def _experiment_value(name: str, override, from_file):
-    value = override if override is not None else from_file
+def _required_experiment(exp, name: str):
+    """An experiment value a foreign file cannot provide; a ConfigError when the config lacks it too."""
+    value = getattr(exp, name)
     if value is None:
         raise ConfigError(f"experiment.{name} is not in the data file; give it in the config's experiment section")
     return value
@@ -60,16 +60,12 @@ def load_dataset(config: ReconstructionConfig) -> Dataset4D:
             changes["step_ang"] = exp.step_ang
         dataset = dataset.replace(**changes) if changes else dataset
     else:
-        meas, scan_shape = to_3d(np.asarray(read_array(data.path, key=data.key, scan_shape=data.scan_shape)),
-                                 data.permute)
-        scan_shape = scan_shape or data.scan_shape
-        if scan_shape is None:
-            raise ConfigError("data.scan_shape is needed for 3-D foreign data (N, Ky, Kx)")
-        dataset = Dataset4D.from_raster(
-            meas, scan_shape, _experiment_value("step_ang", exp.step_ang, None),
-            energy_kv=_experiment_value("energy_kv", exp.energy_kv, None),
-            conv_angle_mrad=_experiment_value("conv_angle_mrad", exp.conv_angle_mrad, None),
-            dk_inv_ang=_experiment_value("dk_inv_ang", exp.dk_inv_ang, None),
+        dataset = dataset_from_foreign_file(
+            data.path, key=data.key, scan_shape=data.scan_shape, permute=data.permute,
+            step_ang=_required_experiment(exp, "step_ang"),
+            energy_kv=_required_experiment(exp, "energy_kv"),
+            conv_angle_mrad=_required_experiment(exp, "conv_angle_mrad"),
+            dk_inv_ang=_required_experiment(exp, "dk_inv_ang"),
             aberrations=exp.aberrations or {}, counts=bool(exp.counts),
         )
     if data.scan_region is not None:

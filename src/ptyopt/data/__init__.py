@@ -2,6 +2,7 @@
 
 from ptyopt.data.dataset import Dataset4D, GroundTruth, raster_positions_ang
 from ptyopt.data.dataset_file import is_dataset_file, read_dataset, write_dataset
+from ptyopt.data.foreign import dataset_from_foreign_file
 from ptyopt.data.preprocess import Preprocessor, Step, select_scan_region
 from ptyopt.data.readers import read_array
 from ptyopt.data.transforms import DetectorGeometry, to_3d
@@ -12,6 +13,7 @@ __all__ = [
     "GroundTruth",
     "Preprocessor",
     "Step",
+    "dataset_from_foreign_file",
     "is_dataset_file",
     "raster_positions_ang",
     "read_array",

@@ -14,8 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ptyopt.evaluate.evaluation import PhaseAlignment  # noqa: E402
-
-_DPI = 110
+from ptyopt.io.result_figures import image_extent, save_figure  # noqa: E402
 
 
 def plot_frc(ax: plt.Axes, frc: Mapping[str, Any] | None, label: str = "FRC") -> None:
@@ -56,8 +55,7 @@ def save_evaluation_figure(
     limits = (float(np.nanmin(reference)), float(np.nanmax(reference)))
     bound = float(np.nanmax(np.abs(difference))) or 1.0
     dx, (y0, x0) = alignment.dx_ang, alignment.origin_ang
-    top, left = y0 + box[0].start * dx, x0 + box[1].start * dx
-    extent = [left - dx / 2, left + (inside.shape[1] - 0.5) * dx, top + (inside.shape[0] - 0.5) * dx, top - dx / 2]
+    extent = image_extent(inside.shape, dx, (y0 + box[0].start * dx, x0 + box[1].start * dx))
     fig, axes = plt.subplots(1, 4, figsize=(18.0, 4.4), constrained_layout=True)
     panels = [(aligned, labels[0], "gray", limits), (reference, labels[1], "gray", limits),
               (difference, f"{labels[0].split(' (')[0]} − {labels[1]}", "RdBu_r", (-bound, bound))]
@@ -68,10 +66,4 @@ def save_evaluation_figure(
     plot_frc(axes[3], frc)
     if title:
         fig.suptitle(title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fig.savefig(path, dpi=_DPI)
-    finally:
-        plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -1,1 +1,1 @@
-"""Files people open: figures, TIFF stacks (result files arrive with the reconstruction engine)."""
+"""Files people open: result files, checkpoints and summary figures."""

@@ -21,7 +21,7 @@ from ptyopt.evaluate.phase_metrics import align_phase, phase_error_metrics  # no
 _DPI = 110
 
 
-def _save(fig: plt.Figure, path: str | Path) -> Path:
+def save_figure(fig: plt.Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -31,7 +31,7 @@ def _save(fig: plt.Figure, path: str | Path) -> Path:
     return path
 
 
-def _image_extent(shape: tuple[int, ...], dx: float, origin: tuple[float, float] = (0.0, 0.0)) -> list[float]:
+def image_extent(shape: tuple[int, ...], dx: float, origin: tuple[float, float] = (0.0, 0.0)) -> list[float]:
     """imshow extent [left, right, bottom, top] placing pixel (iy, ix)'s centre at origin + (iy, ix)·dx."""
     return [origin[1] - dx / 2, origin[1] + (shape[-1] - 0.5) * dx, origin[0] + (shape[-2] - 0.5) * dx,
             origin[0] - dx / 2]
@@ -50,7 +50,7 @@ def save_object_figure(
     if phase.ndim != 2:
         raise DataError(f"object phase has shape {phase.shape}; expected the slice sum (Y, X)")
     fig, ax = plt.subplots(figsize=(6.0, 5.2), constrained_layout=True)
-    image = ax.imshow(phase, cmap="gray", extent=_image_extent(phase.shape, dx_ang, origin_ang))
+    image = ax.imshow(phase, cmap="gray", extent=image_extent(phase.shape, dx_ang, origin_ang))
     fig.colorbar(image, ax=ax, shrink=0.85, label="phase (rad)")
     if scan_positions_ang is not None:
         positions = np.asarray(scan_positions_ang, dtype=np.float64)
@@ -60,7 +60,7 @@ def save_object_figure(
         ax.legend(loc="upper right", fontsize=8)
     ax.set(title=f"object phase, slice sum ({phase.shape[0]}×{phase.shape[1]} px, {dx_ang:.4g} Å/px)",
            xlabel="x (Å)", ylabel="y (Å)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def save_probe_figure(path: str | Path, probe: np.ndarray, dx_ang: float, mrad_per_px: float) -> Path:
@@ -80,14 +80,14 @@ def save_probe_figure(path: str | Path, probe: np.ndarray, dx_ang: float, mrad_p
                 (probe.shape[1] - probe.shape[1] // 2 - 0.5) * mrad_per_px, -half_y - mrad_per_px / 2]
     for mode in range(n_modes):
         real_ax, k_ax = axes[0, mode], axes[1, mode]
-        real_ax.imshow(np.abs(probe[mode]), cmap="magma", extent=_image_extent(probe.shape, dx_ang))
+        real_ax.imshow(np.abs(probe[mode]), cmap="magma", extent=image_extent(probe.shape, dx_ang))
         real_ax.set(title=f"mode {mode}: |ψ|, {100 * fractions[mode]:.1f}% power", xlabel="x (Å)", ylabel="y (Å)")
         spectrum = np.abs(np.fft.fftshift(np.fft.fft2(probe[mode], norm="ortho")))
         floor = max(float(spectrum.max()) * 1e-4, np.finfo(np.float64).tiny)
         k_ax.imshow(np.log10(np.maximum(spectrum, floor)), cmap="viridis", extent=k_extent)
         k_ax.set(title=f"mode {mode}: log10 |Ψ(k)|", xlabel="kx (mrad)", ylabel="ky (mrad)")
     fig.suptitle(f"probe, {n_modes} mode{'s' if n_modes > 1 else ''}")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _typical_spacing(points: np.ndarray) -> float:
@@ -132,7 +132,7 @@ def save_positions_figure(
     ax.set_aspect("equal")
     ax.legend(loc="upper right", fontsize=8)
     ax.set(title=title, xlabel="x (Å)", ylabel="y (Å)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def save_loss_figure(path: str | Path, history: Mapping[str, Sequence[float]], iterations: Sequence[int]) -> Path:
@@ -152,7 +152,7 @@ def save_loss_figure(path: str | Path, history: Mapping[str, Sequence[float]], i
         ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     ax.set(title="loss terms", xlabel="iteration", ylabel="value (log)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def save_comparison_figure(
@@ -180,7 +180,7 @@ def save_comparison_figure(
     difference = np.where(region[box], aligned[box] - truth_box, np.nan)
     limits = (np.nanmin(truth_box[region[box]]), np.nanmax(truth_box[region[box]]))
     bound = float(np.nanmax(np.abs(difference))) or 1.0
-    extent = _image_extent(truth_box.shape, dx_ang, (rows[0] * dx_ang, cols[0] * dx_ang)) if dx_ang else None
+    extent = image_extent(truth_box.shape, dx_ang, (rows[0] * dx_ang, cols[0] * dx_ang)) if dx_ang else None
     unit = "Å" if dx_ang else "px"
     fig, axes = plt.subplots(1, 3, figsize=(13.5, 4.6), constrained_layout=True)
     panels = [(shown, "reconstruction (aligned)", "gray", limits), (truth_box, "truth", "gray", limits),
@@ -194,4 +194,4 @@ def save_comparison_figure(
         f"RMSE {metrics['rmse_rad']:.4g} rad, NRMSE {metrics['nrmse']:.3g}, r {metrics['pearson_r']:.4f}, "
         f"PSNR {metrics['psnr_db']:.2f} dB, shift ({shift[0]:.2f}, {shift[1]:.2f}) px"
     )
-    return _save(fig, path)
+    return save_figure(fig, path)
