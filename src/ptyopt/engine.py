@@ -2,6 +2,8 @@
 
 The engine owns the loop; the optimiser only updates. Each iteration visits every position once in groups
 (ordered by (seed, iteration), so a resumed run repeats exactly), then applies the active constraints.
+Solver stages (``solver.switch``): at a stage's start_iter the engine builds its solver on the same live state;
+the forward-evaluation count continues, history logs ``solver_stage`` and checkpoints keep the stage.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from ptyopt.errors import ConfigError, PtyoptError
 from ptyopt.io.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from ptyopt.model.state import STATE_KEYS
 from ptyopt.objective.constraints import ConstraintContext, apply_constraints, build_constraints
-from ptyopt.objective.losses import LossInputs, build_losses
+from ptyopt.objective.losses import build_losses
 from ptyopt.objective.schedules import as_schedule
 from ptyopt.problem import Problem
 from ptyopt.progress import progress_bar
@@ -92,8 +94,10 @@ class Engine:
             for name, update in self.config.optimize.__dict__.items()
             if update.start_iter is not None
         }
-        self.solver = make_solver(self.config.solver.name, self.config.solver.options,
-                                  SolverContext(problem, self.state, self.losses), self.config.solver.lr_scheduler)
+        self.stages = self.config.solver.stages
+        self._check_stages()
+        self.stage = 0
+        self.solver = self._make_stage_solver(0)
         self.loop = LoopState()
         self.meas = self._meas_on_device()
         dataset = problem.dataset
@@ -120,6 +124,36 @@ class Engine:
         batch = batch[torch.as_tensor(order)].to(self.problem.device)
         return self.problem.preprocessor.on_the_fly(batch).to(self.problem.real_dtype)
 
+    # ---- solver stages --------------------------------------------------------------------------------------
+
+    def _make_stage_solver(self, index: int, state: dict[str, torch.Tensor] | None = None):
+        stage = self.stages[index]
+        context = SolverContext(self.problem, self.state if state is None else state, self.losses)
+        return make_solver(stage.name, stage.options, context, stage.lr_scheduler,
+                           where="solver" if index == 0 else f"solver.switch[{index - 1}]")
+
+    def _check_stages(self) -> None:
+        """Build every later stage's solver once on a scratch copy of the state, so that what a solver refuses
+        (options, unsupported tensors, ...) fails at run start, not at the switch."""
+        scratch = {key: value.detach().clone() for key, value in self.state.items()}
+        for index in range(1, len(self.stages)):
+            self._make_stage_solver(index, scratch)
+
+    def _enter_stage(self, index: int, iteration: int | None = None) -> None:
+        """Make stage ``index``'s solver the active one (a new solver on the live state; the count continues)."""
+        if index == self.stage:
+            return
+        count = self.solver.forward_evaluations
+        for tensor in self.state.values():  # a clean slate: no gradients or grad flags left by the last solver
+            tensor.grad = None
+            tensor.requires_grad_(False)
+        self.solver = self._make_stage_solver(index)
+        self.solver.forward_evaluations = count
+        if iteration is not None:
+            self.console.print(f"iteration {iteration}: solver stage {index} ({self.stages[index].name}) replaces "
+                               f"stage {self.stage} ({self.stages[self.stage].name})")
+        self.stage = index
+
     # ---- one iteration --------------------------------------------------------------------------------------
 
     def _iterate(self, iteration: int) -> dict[str, float]:
@@ -137,11 +171,14 @@ class Engine:
             step = (i + 1) % accumulate == 0 or i + 1 == len(groups)
             for name, value in self.solver.update(batch, weights, step).items():
                 sums[name] += value.double()
-        self.solver.end_iteration(iteration)
+        reported = self.solver.end_iteration(iteration)
         ctx = ConstraintContext(iteration=iteration, **self.context_base)
         with torch.no_grad():
             apply_constraints(self.constraints, self.state, ctx)
-        means = {name: float(value) / len(groups) for name, value in sums.items()}
+        if reported is not None:  # a full-batch solver's own chunk means (see Solver)
+            means = {name: float(reported[name]) for name in sums}
+        else:
+            means = {name: float(value) / len(groups) for name, value in sums.items()}
         means["total"] = sum(weights[name] * means[name] for name in weights)
         means.update({f"weight_{name}": w for name, w in weights.items()})
         return means
@@ -155,8 +192,7 @@ class Engine:
             for indices in chunks:
                 index_tensor = torch.tensor(indices, device=self.problem.device)
                 out = self.problem.model(self.state, index_tensor)
-                inputs = LossInputs(out.intensities, self.fetch(indices, index_tensor), out.phase_patches,
-                                    out.amplitude_patches, out.occupancy)
+                inputs = out.loss_inputs(self.fetch(indices, index_tensor))
                 for term in self.losses:
                     if term.is_data_term:
                         sums[term.name] = sums.get(term.name, 0.0) + float(term(inputs)) / len(chunks)
@@ -170,13 +206,15 @@ class Engine:
     def _snapshot(self) -> dict:
         return {
             "state": {k: v.detach().clone() for k, v in self.state.items()},
-            "solver": copy.deepcopy(self.solver.state_dict()),
+            "solver": self.solver.snapshot(),
+            "stage": self.stage,
         }
 
     def _restore(self, snapshot: dict) -> None:
         with torch.no_grad():
             for key, value in snapshot["state"].items():
                 self.state[key].copy_(value)
+        self._enter_stage(int(snapshot.get("stage", 0)))  # a rollback or resume may cross a switch
         self.solver.load_state_dict(copy.deepcopy(snapshot["solver"]))
 
     def checkpoint_payload(self, snapshot: dict) -> dict:
@@ -212,12 +250,20 @@ class Engine:
         good = self._snapshot()
         retries = 0
         start_iteration = self.loop.iteration + 1
+        if len(self.stages) > 1:
+            ends = [stage.start_iter - 1 for stage in self.stages[1:]] + [total]
+            plan = ", ".join(f"{i}: {stage.name} " + (f"(iterations {stage.start_iter}-{end})"
+                                                       if stage.start_iter <= total else "(not reached)")
+                             for i, (stage, end) in enumerate(zip(self.stages, ends, strict=True)))
+            self.console.print(f"solver stages {plan}; iteration {start_iteration} runs stage "
+                               f"{self.config.solver.stage_at(start_iteration)}")
         try:
             with progress_bar(disable=not show_progress) as bar:
                 task = bar.add_task("reconstruct", total=total, completed=self.loop.iteration)
                 iteration = start_iteration
                 while iteration <= total:
                     t0 = time.perf_counter()
+                    self._enter_stage(self.config.solver.stage_at(iteration), iteration)
                     losses = self._iterate(iteration)
                     if not self._finite(losses):
                         retries += 1
@@ -238,7 +284,8 @@ class Engine:
                     if iteration % self.config.output.checkpoint_every == 0 or iteration == total:
                         self.save_checkpoint(good)
                     terms = "  ".join(f"{term.name} {losses[term.name]:.3g}" for term in self.losses)
-                    bar.update(task, completed=iteration, description=f"it {iteration}  {terms}  "
+                    bar.update(task, completed=iteration, description=f"it {iteration}  "
+                               f"{self.stages[self.stage].name}  {terms}  "
                                f"{(time.perf_counter() - t0):.2f} s/it")
                     for callback in self.callbacks:
                         callback(self, iteration)
@@ -255,7 +302,7 @@ class Engine:
     def _record(self, iteration: int, losses: dict[str, float]) -> None:
         history = self.loop.history
         row = {"iteration": float(iteration), "wall_time_s": self.loop.elapsed_s,
-               "forward_evaluations": float(self.solver.forward_evaluations),
+               "forward_evaluations": float(self.solver.forward_evaluations), "solver_stage": float(self.stage),
                "lr_multiplier": self.loop.lr_multiplier, **losses}
         every = self.config.output.metrics_every
         due = (every and iteration % every == 0) or iteration == self.config.solver.iterations

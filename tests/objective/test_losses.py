@@ -82,3 +82,32 @@ def test_parse_errors_and_defaults():
         parse_losses({"sparse": {}})
     dumped = parse_losses({"single": {}})["single"].model_dump(mode="json")
     assert dumped == {"weight": {"kind": "constant", "value": 1.0}, "dp_pow": 0.5}
+
+
+@pytest.mark.parametrize("name", ["sparse", "simlar"])
+@pytest.mark.parametrize("order", [1.0, 2.0])
+def test_object_terms_on_the_canvas_equal_the_patch_form(name, order):
+    """ForwardOutput.loss_inputs averages over the batch's windows with the coverage map instead of gathering
+    the patches: same value and same gradient (overlapping windows, two object modes)."""
+    from ptyopt.objective.losses import ObjectUnderBatch
+    from ptyopt.physics import gather_patches, window_coverage
+
+    term = _term(name, **({"order": order} if name == "sparse" else {}))
+    g = torch.Generator().manual_seed(1)
+    phase = (0.3 * torch.randn(2, 3, 20, 22, dtype=torch.float64, generator=g)).requires_grad_()
+    amplitude = (1 - 0.1 * torch.rand(2, 3, 20, 22, dtype=torch.float64, generator=g)).requires_grad_()
+    crop = torch.tensor([[0, 0], [3, 5], [4, 6], [12, 14], [3, 5]])  # repeated and overlapping windows
+    window = (8, 8)
+    occupancy = torch.tensor([0.7, 0.3], dtype=torch.float64)
+    pred = torch.rand(5, 6, 6, dtype=torch.float64, generator=g)
+    patch_form = term(LossInputs(pred, pred, gather_patches(phase, crop, window),
+                                 gather_patches(amplitude, crop, window), occupancy))
+    coverage = window_coverage(crop, window, (20, 22), dtype=torch.float64)
+    canvas_form = term(LossInputs(pred, pred, None, None, occupancy,
+                                  canvas=ObjectUnderBatch(phase, amplitude, coverage, len(crop), window)))
+    grads_patch = torch.autograd.grad(patch_form, (phase, amplitude), allow_unused=True)
+    grads_canvas = torch.autograd.grad(canvas_form, (phase, amplitude), allow_unused=True)
+    torch.testing.assert_close(canvas_form, patch_form, rtol=1e-12, atol=1e-14)
+    for a, b in zip(grads_canvas, grads_patch, strict=True):
+        if b is not None:
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-14)

@@ -133,3 +133,39 @@ def test_gradcheck_all_parameters():
         torch.tensor([2.0, 3.0], dtype=torch.float64, requires_grad=True),
     )
     assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-6, rtol=1e-4)
+
+
+def test_window_coverage_counts_the_windows():
+    from ptyopt.physics import window_coverage
+
+    crop = torch.tensor([[0, 0], [2, 3], [2, 3], [9, 10], [5, 0]])
+    window, canvas = (4, 5), (13, 15)
+    expected = torch.zeros(canvas)
+    for y, x in crop.tolist():
+        expected[y : y + window[0], x : x + window[1]] += 1
+    torch.testing.assert_close(window_coverage(crop, window, canvas), expected)
+
+
+def test_gather_patches_backward_is_the_scatter_add():
+    """The gradient of a gather is the sum of the patch gradients over the windows (overlaps add)."""
+    image = torch.randn(2, 3, 12, 13, dtype=torch.complex128, requires_grad=True)
+    crop = torch.tensor([[0, 0], [2, 3], [2, 3], [4, 5]])
+    grad = torch.randn(4, 2, 3, 8, 8, dtype=torch.complex128)
+    gather_patches(image, crop, (8, 8)).backward(grad)
+    expected = torch.zeros_like(image)
+    for j, (y, x) in enumerate(crop.tolist()):
+        expected[..., y : y + 8, x : x + 8] += grad[j]
+    torch.testing.assert_close(image.grad, expected)
+
+
+def test_slice_list_and_tensor_give_the_same_far_field():
+    from ptyopt.physics import gather_slices
+
+    obj = torch.polar(1 - 0.1 * torch.rand(2, 3, 20, 20, dtype=torch.float64),
+                      torch.rand(2, 3, 20, 20, dtype=torch.float64))
+    crop = torch.tensor([[0, 0], [3, 4], [10, 11]])
+    probes = torch.randn(3, 2, 8, 8, dtype=torch.complex128)
+    props = torch.polar(torch.ones(1, 8, 8, dtype=torch.float64), torch.rand(1, 8, 8, dtype=torch.float64))
+    as_tensor = multislice_far_field(probes, gather_patches(obj, crop, (8, 8)), props)
+    as_list = multislice_far_field(probes, gather_slices(obj, crop, (8, 8)), props)
+    torch.testing.assert_close(as_list, as_tensor, rtol=0, atol=0)

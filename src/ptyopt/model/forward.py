@@ -2,33 +2,53 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import Tensor
 
 from ptyopt.config import ModelConfig
 from ptyopt.model.state import Geometry
+from ptyopt.objective.losses import LossInputs, ObjectUnderBatch
 from ptyopt.physics import (
     far_field_intensity,
     frequency_grid,
     gather_patches,
+    gather_slices,
     multislice_far_field,
     propagator,
     shift_probes,
     split_positions,
     transmission,
+    window_coverage,
 )
 
 
-@dataclass(frozen=True)
 class ForwardOutput:
-    """intensities (B, K, K), DC at K//2; object patches (B, omode, S, Y, X) under the batch's probes."""
+    """intensities (B, K, K), DC at K//2; occupancy (omode,); the object patches (B, omode, S, Y, X) under the
+    batch's probes (``phase_patches``, ``amplitude_patches``) are gathered only when read."""
 
-    intensities: Tensor
-    phase_patches: Tensor
-    amplitude_patches: Tensor
-    occupancy: Tensor
+    def __init__(self, intensities: Tensor, occupancy: Tensor, state: dict[str, Tensor], crop_px: Tensor,
+                 window_px: tuple[int, int]):
+        self.intensities, self.occupancy = intensities, occupancy
+        self._state, self._crop, self._window = state, crop_px, window_px
+
+    @cached_property
+    def phase_patches(self) -> Tensor:
+        return gather_patches(self._state["object_phase"], self._crop, self._window)
+
+    @cached_property
+    def amplitude_patches(self) -> Tensor:
+        return gather_patches(self._state["object_amplitude"], self._crop, self._window)
+
+    def loss_inputs(self, meas: Tensor) -> LossInputs:
+        """The loss terms' view of this batch: object terms read the canvases weighted by the window coverage
+        (the same numbers as on the gathered patches, without the gathers)."""
+        phase = self._state["object_phase"]
+        coverage = window_coverage(self._crop, self._window, tuple(phase.shape[-2:]), dtype=phase.dtype)
+        canvas = ObjectUnderBatch(phase, self._state["object_amplitude"], coverage, len(self._crop), self._window)
+        return LossInputs(self.intensities, meas, lambda: self.phase_patches, lambda: self.amplitude_patches,
+                          self.occupancy, canvas=canvas)
 
 
 def gaussian_kernel_1d(sigma_px: float, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -87,14 +107,15 @@ class ForwardModel:
     def __call__(self, state: dict[str, Tensor], indices: Tensor) -> ForwardOutput:
         window = self.geometry.window_px
         crop, shift = split_positions(self.centres_px(state, indices), window)
-        amplitude = gather_patches(state["object_amplitude"], crop, window)
-        phase = gather_patches(state["object_phase"], crop, window)
+        # exp(i phi) on the canvas once per batch, then one gather: cheaper than per-patch transmissions when
+        # the patches overlap (they cover the canvas many times over), forward and backward
+        transmissions = gather_slices(transmission(state["object_amplitude"], state["object_phase"]), crop, window)
         occupancy = state["occupancy"].abs() / state["occupancy"].abs().sum()
         far_field = multislice_far_field(
-            shift_probes(state["probe"], shift), transmission(amplitude, phase), self.propagators(state, indices),
+            shift_probes(state["probe"], shift), transmissions, self.propagators(state, indices),
             propagate_last=self.config.propagate_last,
         )
         intensities = far_field_intensity(far_field, occupancy)
         if self.config.detector_blur_px > 0:
             intensities = detector_blur(intensities, self.config.detector_blur_px)
-        return ForwardOutput(intensities, phase, amplitude, occupancy)
+        return ForwardOutput(intensities, occupancy, state, crop, window)

@@ -6,7 +6,7 @@ All data terms compare model intensities ``pred`` with measured ``meas`` (B, Ky,
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -23,18 +23,58 @@ EPS = 1e-10  # keeps p-th powers of zero intensities differentiable
 
 
 @dataclass(frozen=True)
+class ObjectUnderBatch:
+    """The object canvases (omode, S, Yo, Xo) with how many of the batch's n_windows windows (each
+    window_px) cover each pixel (``coverage`` (Yo, Xo)): enough to average any per-pixel map over the
+    batch's patches without gathering them."""
+
+    phase: Tensor
+    amplitude: Tensor
+    coverage: Tensor
+    n_windows: int
+    window_px: tuple[int, int]
+
+
 class LossInputs:
     """What a loss term may look at for one batch.
 
     pred, meas: (B, Ky, Kx) intensities; phase_patches, amplitude_patches: (B, omode, S, Y, X) object patches
-    under the batch's probes; occupancy: (omode,).
+    under the batch's probes, given as tensors or as zero-argument callables that are evaluated (once) only
+    when a term reads them; occupancy: (omode,). With ``canvas``, object terms use ``patch_mean``, which gives
+    the same numbers from the canvases and the window coverage at a fraction of the cost.
     """
 
-    pred: Tensor
-    meas: Tensor
-    phase_patches: Tensor
-    amplitude_patches: Tensor
-    occupancy: Tensor
+    def __init__(self, pred: Tensor, meas: Tensor, phase_patches: Tensor | Callable[[], Tensor],
+                 amplitude_patches: Tensor | Callable[[], Tensor], occupancy: Tensor, *,
+                 canvas: ObjectUnderBatch | None = None):
+        self.pred, self.meas, self.occupancy, self.canvas = pred, meas, occupancy, canvas
+        self._patches = {"phase": phase_patches, "amplitude": amplitude_patches}
+
+    def _patch(self, name: str) -> Tensor:
+        value = self._patches[name]
+        if callable(value):
+            value = self._patches[name] = value()
+        return value
+
+    @property
+    def phase_patches(self) -> Tensor:
+        return self._patch("phase")
+
+    @property
+    def amplitude_patches(self) -> Tensor:
+        return self._patch("amplitude")
+
+    def patch_mean(self, f: Callable[[Tensor, Tensor], Tensor], *, per_mode: bool) -> Tensor:
+        """Mean of the per-pixel map f(phase, amplitude) over every pixel of every slice of the batch's patches
+        (pixels under several windows count several times): (omode,) when ``per_mode`` (f keeps the object-mode
+        axis, which is axis -4 of both patches and canvases), else a scalar (f may reduce that axis)."""
+        if self.canvas is None:
+            values = f(self.phase_patches, self.amplitude_patches)
+            return values.mean(dim=(0, -3, -2, -1)) if per_mode else values.mean()
+        c = self.canvas
+        values = f(c.phase, c.amplitude) * c.coverage
+        count = c.n_windows * c.window_px[0] * c.window_px[1] * c.phase.shape[-3]
+        return (values.sum(dim=(-3, -2, -1)) if per_mode else values.sum()) / count
 
 
 class LossParams(StrictModel):
@@ -127,7 +167,7 @@ class SparseLoss(LossTerm):
 
     def __call__(self, inputs: LossInputs) -> Tensor:
         n = self.params.order
-        per_mode = (inputs.phase_patches.abs() + EPS).pow(n).mean(dim=(0, 2, 3, 4)).pow(1.0 / n)
+        per_mode = inputs.patch_mean(lambda phase, _: (phase.abs() + EPS).pow(n), per_mode=True).pow(1.0 / n)
         return (inputs.occupancy * per_mode).sum()
 
 
@@ -139,12 +179,14 @@ class SimilarityLoss(LossTerm):
     name = "simlar"
 
     def __call__(self, inputs: LossInputs) -> Tensor:
-        if inputs.phase_patches.shape[1] < 2:
-            return inputs.phase_patches.sum() * 0.0
-        weights = inputs.occupancy[None, :, None, None, None]
-        phase_std = (weights * inputs.phase_patches).std(dim=1, unbiased=False)
-        amplitude_std = (weights * inputs.amplitude_patches).std(dim=1, unbiased=False)
-        return phase_std.mean() + amplitude_std.mean()
+        if len(inputs.occupancy) < 2:
+            return inputs.occupancy.sum() * 0.0
+        weights = inputs.occupancy[:, None, None, None]  # axis -4 is the object mode
+
+        def spread(phase: Tensor, amplitude: Tensor) -> Tensor:
+            return (weights * phase).std(dim=-4, unbiased=False) + (weights * amplitude).std(dim=-4, unbiased=False)
+
+        return inputs.patch_mean(spread, per_mode=False)
 
 
 def parse_losses(raw: Mapping[str, Any] | None) -> dict[str, LossParams]:

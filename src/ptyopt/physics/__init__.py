@@ -10,11 +10,13 @@ from ptyopt.physics.multislice import (
     far_field_intensity,
     forward_intensities,
     gather_patches,
+    gather_slices,
     multislice_exit_waves,
     multislice_far_field,
     shift_probes,
     split_positions,
     transmission,
+    window_coverage,
 )
 from ptyopt.physics.probe import make_probe, orthogonalize_modes, probe_modes
 from ptyopt.physics.propagators import PROPAGATORS, propagator, tilt_ramp
@@ -30,6 +32,7 @@ __all__ = [
     "fourier_shift",
     "frequency_grid",
     "gather_patches",
+    "gather_slices",
     "interaction_constant",
     "make_probe",
     "multislice_exit_waves",
@@ -42,4 +45,5 @@ __all__ = [
     "tilt_ramp",
     "transmission",
     "wavelength_ang",
+    "window_coverage",
 ]
