@@ -1,7 +1,7 @@
-"""Solvers behind one interface (registry): AD with torch.optim (adam, ...), the PIE family (epie, rpie, mpie)
-and LSQ-ML (lsqml)."""
+"""Solvers behind one interface (registry): AD with torch.optim (adam, ...), the PIE family (epie, rpie, mpie),
+LSQ-ML (lsqml), full-batch L-BFGS (lbfgs) and the second-order solvers (lm, ssnal)."""
 
-from ptyopt.solvers import lsqml, pie, torch_optim  # noqa: F401  (register 'adam', 'epie', 'rpie', 'mpie', 'lsqml')
+from ptyopt.solvers import lbfgs, lm, lsqml, pie, ssnal, torch_optim  # noqa: F401  (they register themselves)
 from ptyopt.solvers.base import SOLVERS, Batch, Solver, SolverContext, make_solver
 
 __all__ = ["SOLVERS", "Batch", "Solver", "SolverContext", "make_solver"]
