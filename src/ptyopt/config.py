@@ -123,14 +123,31 @@ class SchedulerConfig(StrictModel):
     options: dict[str, Any] = Field(default_factory=dict, description="its keyword arguments")
 
 
+class SolverStage(StrictModel):
+    """A later solver of the run: from iteration ``start_iter`` on, ``name`` continues on the same live state."""
+
+    start_iter: int = Field(ge=1, description="first iteration (1-based) run by this solver; > 1, increasing")
+    name: str = Field(description="solver: adam, epie, rpie, mpie, lsqml, lbfgs, lm, ssnal, or a torch.optim class")
+    options: dict[str, Any] = Field(default_factory=dict, description="the solver's own parameters")
+    lr_scheduler: SchedulerConfig | None = Field(
+        None, description="torch LR scheduler of this stage (torch optimisers only), stepped every iteration"
+    )
+
+
 class SolverConfig(StrictModel):
-    """The optimiser and the batch loop."""
+    """The optimiser and the batch loop. ``name``/``options``/``lr_scheduler`` are the first solver (stage 0, from
+    iteration 1); ``switch`` lists later solvers, e.g. Adam first, then L-BFGS to polish."""
 
     name: str = Field(
-        "adam", description="solver: adam, epie, rpie, mpie, lsqml, or any torch.optim class (AdamW, SGD, ...)"
+        "adam", description="solver: adam, epie, rpie, mpie, lsqml, lbfgs, lm, ssnal, or any torch.optim class "
+        "(AdamW, SGD, ...)"
     )
     options: dict[str, Any] = Field(default_factory=dict, description="the solver's own parameters")
     lr_scheduler: SchedulerConfig | None = Field(None, description="torch LR scheduler stepped every iteration")
+    switch: list[SolverStage] = Field(
+        default_factory=list, description="later solvers, each from its start_iter on (stages 1, 2, ...), e.g. "
+        "[{start_iter: 21, name: lbfgs, options: {max_iter: 10}}]"
+    )
     iterations: int = Field(200, ge=1, description="iterations (passes over all positions)")
     batch_size: int = Field(32, ge=1, description="positions per mini-batch")
     grouping: Literal["random", "compact", "sparse"] = Field("random", description="how batches are formed")
@@ -139,12 +156,67 @@ class SolverConfig(StrictModel):
         0.0, ge=0, lt=0.5, description="patterns held out of every update to measure a validation loss"
     )
 
+    @property
+    def stages(self) -> list[SolverStage]:
+        """Stage 0 (name, options, lr_scheduler from iteration 1), then the switches."""
+        first = SolverStage(start_iter=1, name=self.name, options=self.options, lr_scheduler=self.lr_scheduler)
+        return [first, *self.switch]
+
+    def stage_at(self, iteration: int) -> int:
+        """Index of the stage that runs ``iteration`` (1-based)."""
+        return max(i for i, stage in enumerate(self.stages) if stage.start_iter <= iteration)
+
+    @model_validator(mode="after")
+    def _stages_resolve(self) -> SolverConfig:
+        previous = 1
+        for i, stage in enumerate(self.switch):
+            if stage.start_iter <= previous:
+                raise ConfigError(f"solver.switch[{i}].start_iter is {stage.start_iter}; each switch must start "
+                                  f"after iteration {previous} (stage 0 starts at 1 and start_iter must increase)")
+            previous = stage.start_iter
+        if all(stage.name == "adam" for stage in self.stages):
+            return self  # nothing to resolve (and the default instance is built while ptyopt.solvers imports)
+        import ptyopt.solvers  # noqa: F401  (registers every solver)
+        from ptyopt.solvers.base import validate_solver
+
+        for i, stage in enumerate(self.stages):
+            where = "solver" if i == 0 else f"solver.switch[{i - 1}]"
+            validate_solver(stage.name, stage.options, stage.lr_scheduler, where)
+        return self
+
 
 class OutputConfig(StrictModel):
     dir: Path = Field(Path("ptyopt_out"), description="output folder (relative to the working directory)")
     checkpoint_every: int = Field(10, ge=1, description="iterations between checkpoints")
     metrics_every: int = Field(0, ge=0, description="iterations between truth metrics (0 = at the end only)")
     metric_margin_ang: float = Field(2.0, ge=0, description="margin inside the scanned region for metrics [Å]")
+
+
+class ComputeConfig(StrictModel):
+    """How the work is laid out on the device; none of it changes the result beyond float round-off."""
+
+    chunk_patterns: int | Literal["auto"] = Field(
+        "auto", description="patterns per forward/backward pass: 'auto' splits a batch only when its estimated "
+        "memory exceeds memory_fraction of the free memory; a number always splits (exact: same loss and gradient)",
+    )
+    memory_fraction: float = Field(
+        0.7, gt=0, le=1, description="share of the free device memory (host memory on a CPU) one batch may use"
+    )
+    compile: bool = Field(
+        False, description="torch.compile the multislice forward (measured in docs/performance.md; off by default "
+        "because inductor generates no code for complex tensors, so it gains nothing on CPU)",
+    )
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads for torch (None: torch's default, one per core); set it when several "
+        "runs share a machine, or they slow each other down badly",
+    )
+
+    @field_validator("chunk_patterns")
+    @classmethod
+    def _positive(cls, value):
+        if isinstance(value, int) and value < 1:
+            raise ValueError("chunk_patterns must be >= 1 or 'auto'")
+        return value
 
 
 class ReconstructionConfig(StrictModel):
@@ -162,6 +234,7 @@ class ReconstructionConfig(StrictModel):
     )
     solver: SolverConfig = Field(SolverConfig(), description="optimiser and batches")
     output: OutputConfig = Field(OutputConfig(), description="where and how often to write")
+    compute: ComputeConfig = Field(ComputeConfig(), description="chunking, compilation and threads (speed only)")
     seed: int = Field(0, description="seed of the initial state and of the batch order")
     device: str = Field("cpu", description="torch device (cpu, cuda, cuda:1, ...)")
 

@@ -1,0 +1,491 @@
+"""Full-batch L-BFGS with a strong-Wolfe line search on per-block scaled variables (solver 'lbfgs').
+
+Objective. F(θ) = (1/C) Σ_c Σ_k w_k L_k(chunk c; θ): the configured loss terms with this iteration's weights,
+summed over C FIXED chunks of the sorted training positions (``chunk_size`` positions each). The engine's random
+groups change every iteration and ``single`` normalises per group, so only a fixed chunking keeps F the same
+function across iterations, which the secant pairs and the Wolfe conditions need.
+
+Scaled variables. Each optimised tensor b (object amplitude, object phase, probe, positions, tilts, ...) is one
+block; L-BFGS works on x̃ with θ_b = s_b·x̃_b, so its gradient is g̃_b = s_b·∂F/∂θ_b and its curvature
+s_b²·H_bb. L-BFGS starts from the scalar Hessian model γ·I, which fits all blocks only when their curvatures
+agree; raw blocks differ by orders of magnitude (radians of phase, pixels of position, counts of probe).
+``scaling``:
+- ``curvature`` (default): s_b = h_b^(-1/2) with h_b = δ_bᵀ(g_b(θ+δ_b) − g_b(θ)) / δ_bᵀδ_b the curvature of F along
+  the block's own steepest-descent direction δ_b ∝ −g_b (one extra gradient evaluation per block, exact for a
+  quadratic). The scaled problem then has unit curvature along each block's gradient: a Jacobi preconditioner
+  at block resolution, and a first step t = 1 along −g̃ is the Newton step along that direction.
+  A block with h_b <= 0 (non-convex there) takes the largest positive h of the other blocks (the most cautious
+  scale), and all blocks take s = 1 when none is positive.
+- ``gradient``: s_b = 1/‖g_b‖, so every block's scaled gradient has unit norm at the start (free, but blind to
+  curvature).
+- ``none``: s_b = 1.
+Scales are set whenever the history is reset (at the first iteration and when an update window switches a tensor
+on or off) and kept otherwise.
+
+Tolerances are relative: an engine iteration's inner run stops when max|g̃| <= grad_rtol·max|g̃_0| (g̃_0 at the
+last reset), when a step lowers F by less than loss_rtol·|F|, when no step lowers F, or at max_iter / max_evals.
+After a stop for tolerance or failed search, later iterations do nothing until the state, weights or positions
+change (e.g. a constraint moved the state).
+
+Cost: each objective evaluation is a forward and backward pass over every L-BFGS position and counts one forward
+evaluation per pattern. The loss reported to the engine is F's terms at the start of the iteration, averaged over
+the chunks (the engine's random groups are only recorded). Learning rates (optimize.*.lr) are not used: the line
+search chooses the step lengths, and the engine's NaN-guard halving has no effect on this solver.
+Memory: 2·history_size + 4 vectors of the optimised variables.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field, model_validator
+from torch import Tensor
+
+from ptyopt.config_base import StrictModel
+from ptyopt.solvers.base import SOLVERS, TENSOR_OF, Batch, Solver, SolverContext
+
+RawObjective = Callable[[], tuple[float, dict[str, Tensor], Any]]  # F, ∂F/∂θ_b at the tensors' current values, aux
+Objective = Callable[[Tensor], tuple[float, Tensor, Any]]  # x̃ -> F, g̃, aux
+
+
+class LBFGSParams(StrictModel):
+    """Options of the 'lbfgs' solver."""
+
+    history_size: int = Field(50, ge=1, description="secant pairs kept (memory: 2 vectors of the variables each)")
+    max_iter: int = Field(10, ge=1, description="L-BFGS iterations (line searches) per engine iteration")
+    max_evals: int = Field(20, ge=1, description="objective evaluations of the line searches per engine iteration "
+                           "(one evaluation = forward + backward over every L-BFGS position)")
+    line_search_evals: int = Field(10, ge=2, description="evaluations allowed to one strong-Wolfe line search")
+    wolfe_c1: float = Field(1e-4, gt=0, lt=1, description="sufficient decrease: F(t) <= F(0) + c1·t·F'(0)")
+    wolfe_c2: float = Field(0.9, gt=0, lt=1, description="curvature: |F'(t)| <= c2·|F'(0)| (c1 < c2 < 1)")
+    grad_rtol: float = Field(1e-6, ge=0, description="stop when max|g̃| <= grad_rtol·max|g̃| at the last reset "
+                             "(scaled gradient; dimensionless)")
+    loss_rtol: float = Field(1e-9, ge=0, description="stop when a step lowers F by less than loss_rtol·|F|")
+    scaling: Literal["curvature", "gradient", "none"] = Field(
+        "curvature", description="per-block variable scale: inverse square root of the block's curvature along its "
+        "gradient, inverse block gradient norm, or none")
+    curvature_step: float = Field(1e-3, gt=0, description="curvature probe: RMS step per element as a fraction of "
+                                  "the block's RMS value, at least 1 unit of the block (rad, px, mrad, Å, ...)")
+    chunk_size: int | None = Field(None, ge=1, description="positions per forward pass (fixed chunks of the sorted "
+                                   "positions); null = solver.batch_size")
+    super_batch: int | None = Field(None, ge=1, description="positions in the objective: a seeded draw per engine "
+                                    "iteration, fixed during its line searches; null = every training position")
+
+    @model_validator(mode="after")
+    def _wolfe_order(self) -> LBFGSParams:
+        if not self.wolfe_c1 < self.wolfe_c2:
+            raise ValueError(f"wolfe_c1 ({self.wolfe_c1}) must be below wolfe_c2 ({self.wolfe_c2})")
+        return self
+
+
+# ---- the core routine: quasi-Newton directions, line search, inner loop ----------------------------------------
+
+
+class SecantMemory:
+    """The last ``size`` secant pairs (s, y); the tensors are never modified in place (snapshots may share them)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.pairs: list[tuple[Tensor, Tensor, float]] = []  # (s, y, 1/(yᵀs))
+
+    def clear(self) -> None:
+        self.pairs = []
+
+    def push(self, s: Tensor, y: Tensor) -> bool:
+        """Keep the pair when yᵀs > 0 (positive curvature, guaranteed by the strong Wolfe conditions)."""
+        ys = float(torch.dot(y, s))
+        if not ys > 1e-12 * float(torch.linalg.vector_norm(y) * torch.linalg.vector_norm(s)):
+            return False
+        self.pairs = [*self.pairs[-(self.size - 1):], (s, y, 1.0 / ys)] if self.size > 1 else [(s, y, 1.0 / ys)]
+        return True
+
+    def direction(self, grad: Tensor) -> Tensor:
+        """d = −H·g by the two-loop recursion, H_0 = γI with γ = sᵀy/yᵀy of the newest pair."""
+        q = grad.clone()
+        alphas = []
+        for s, y, rho in reversed(self.pairs):
+            alpha = rho * float(torch.dot(s, q))
+            q.add_(y, alpha=-alpha)
+            alphas.append(alpha)
+        if self.pairs:
+            s, y, rho = self.pairs[-1]
+            q.mul_(1.0 / (rho * float(torch.dot(y, y))))
+        for (s, y, rho), alpha in zip(self.pairs, reversed(alphas), strict=True):
+            beta = rho * float(torch.dot(y, q))
+            q.add_(s, alpha=alpha - beta)
+        return q.neg_()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"pairs": list(self.pairs)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.pairs = list(state["pairs"])
+
+
+@dataclass(frozen=True)
+class Trial:
+    """A point x + t·d of a line search: F, g̃ and the slope F'(t) = g̃ᵀd."""
+
+    t: float
+    value: float
+    grad: Tensor | None
+    slope: float
+    aux: Any = None
+
+
+def cubic_minimiser(a: Trial, b: Trial) -> float | None:
+    """Minimiser of the cubic c(z) = F_a + F'_a z + B z² + C z³ (z = t − a.t) through both points' values and
+    slopes; None when it has no local minimum. c'(z) = 0 at z = −F'_a/(B + √(B² − 3C F'_a)) (the form without
+    cancellation for B >= 0) or (√(B² − 3C F'_a) − B)/(3C)."""
+    h = b.t - a.t
+    if h == 0 or not all(map(math.isfinite, (a.value, b.value, a.slope, b.slope))):
+        return None
+    mean_curvature = (b.value - a.value - a.slope * h) / (h * h)  # B + C h
+    slope_change = (b.slope - a.slope) / h  # 2B + 3C h
+    cubic = (slope_change - 2 * mean_curvature) / h
+    quadratic = 3 * mean_curvature - slope_change
+    discriminant = quadratic * quadratic - 3 * cubic * a.slope
+    if discriminant < 0:
+        return None
+    root = math.sqrt(discriminant)
+    if quadratic >= 0:
+        z = -a.slope / (quadratic + root) if quadratic + root > 0 else None
+    else:
+        z = (root - quadratic) / (3 * cubic) if cubic != 0 else None
+    return None if z is None or not math.isfinite(z) else a.t + z
+
+
+def strong_wolfe(phi: Callable[[float], Trial], start: Trial, t: float, c1: float, c2: float,
+                 max_evals: int) -> tuple[Trial | None, int]:
+    """Bracket then zoom (cubic interpolation, kept 10 % inside the bracket) until
+    F(t) <= F(0) + c1·t·F'(0) and |F'(t)| <= c2·|F'(0)|. Non-finite values count as too long a step.
+    Returns the Wolfe point, else the lowest point with sufficient decrease, else None; and the evaluations."""
+
+    def decreases(trial: Trial) -> bool:
+        return math.isfinite(trial.value) and trial.value <= start.value + c1 * trial.t * start.slope
+
+    def flat(trial: Trial) -> bool:
+        return math.isfinite(trial.slope) and abs(trial.slope) <= -c2 * start.slope
+
+    evals = 0
+    previous = start
+    lo = hi = None
+    while evals < max_evals:
+        trial = phi(t)
+        evals += 1
+        if not decreases(trial) or (previous is not start and trial.value >= previous.value):
+            lo, hi = previous, trial
+            break
+        if flat(trial):
+            return trial, evals
+        if trial.slope >= 0:
+            lo, hi = trial, previous
+            break
+        guess = cubic_minimiser(previous, trial)
+        previous, t = trial, min(max(guess if guess is not None else 4 * t, 2 * t), 10 * t)
+    if hi is None:
+        return (previous if previous is not start else None), evals
+    while evals < max_evals:
+        low, high = min(lo.t, hi.t), max(lo.t, hi.t)
+        width = high - low
+        if width <= 1e-12 * max(high, 1e-300):
+            break
+        guess = cubic_minimiser(lo, hi)
+        t = 0.5 * (low + high) if guess is None else min(max(guess, low + 0.1 * width), high - 0.1 * width)
+        trial = phi(t)
+        evals += 1
+        if not decreases(trial) or trial.value >= lo.value:
+            hi = trial
+        else:
+            if flat(trial):
+                return trial, evals
+            if trial.slope * (hi.t - lo.t) >= 0:
+                hi = lo
+            lo = trial
+    return (lo if lo is not start else None), evals
+
+
+@dataclass
+class Outcome:
+    """End of one inner run: the accepted point, its F, g̃ and aux, the work done and why it stopped."""
+
+    x: Tensor
+    value: float
+    grad: Tensor
+    aux: Any
+    iterations: int
+    evaluations: int
+    reason: Literal["gradient", "loss change", "line search", "iterations", "evaluations"]
+
+    @property
+    def converged(self) -> bool:
+        return self.reason in ("gradient", "loss change", "line search")
+
+
+def minimise(fun: Objective, x: Tensor, value: float, grad: Tensor, aux: Any, memory: SecantMemory,
+             params: LBFGSParams, grad_reference: float, first_step: float) -> Outcome:
+    """L-BFGS from x (with F = value, g̃ = grad there) for at most params.max_iter iterations.
+
+    The direction is −H·g̃ from ``memory`` (which is updated); with an empty memory it is −g̃ with trial step
+    ``first_step``, else the trial step is 1. A failed line search clears the memory and retries along −g̃ once.
+    """
+    evaluations = 0
+    reason: Any = "iterations"
+    iteration = 0
+    while iteration < params.max_iter:
+        if float(grad.abs().max()) <= params.grad_rtol * grad_reference:
+            reason = "gradient"
+            break
+        if evaluations >= params.max_evals:
+            reason = "evaluations"
+            break
+        direction = memory.direction(grad)
+        slope = float(torch.dot(grad, direction))
+        if not slope < 0:  # rounding in the two-loop recursion; steepest descent is always a descent direction
+            memory.clear()
+            direction, slope = -grad, -float(torch.dot(grad, grad))
+        start = Trial(0.0, value, grad, slope)
+
+        def phi(t: float, x: Tensor = x, direction: Tensor = direction) -> Trial:
+            f, g, extra = fun(x + t * direction)
+            return Trial(t, f, g, float(torch.dot(g, direction)), extra)
+
+        budget = min(params.line_search_evals, params.max_evals - evaluations)
+        trial, used = strong_wolfe(phi, start, 1.0 if memory.pairs else first_step, params.wolfe_c1,
+                                   params.wolfe_c2, budget)
+        evaluations += used
+        if trial is None:
+            if memory.pairs:  # the quasi-Newton model misled the search: forget it, try steepest descent
+                memory.clear()
+                continue
+            reason = "line search"
+            break
+        iteration += 1
+        step = trial.t * direction
+        memory.push(step, trial.grad - grad)
+        decrease = value - trial.value
+        x, value, grad, aux = x + step, trial.value, trial.grad, trial.aux
+        if decrease <= params.loss_rtol * abs(value):
+            reason = "loss change"
+            break
+    return Outcome(x, value, grad, aux, iteration, evaluations, reason)
+
+
+# ---- scaled variables ------------------------------------------------------------------------------------------
+
+
+class ScaledBlocks:
+    """Flat scaled variables x̃ of a set of tensors (complex ones through their real view): θ_b = s_b·x̃_b."""
+
+    def __init__(self, tensors: dict[str, Tensor], scales: dict[str, float]):
+        self.tensors = tensors
+        self.scales = scales
+
+    @staticmethod
+    def real(tensor: Tensor) -> Tensor:
+        return torch.view_as_real(tensor) if tensor.is_complex() else tensor
+
+    def pack(self) -> Tensor:
+        return torch.cat([self.real(t).detach().reshape(-1) / self.scales[n] for n, t in self.tensors.items()])
+
+    def unpack(self, x: Tensor) -> None:
+        """Write θ_b = s_b·x̃_b into the tensors in place."""
+        offset = 0
+        with torch.no_grad():
+            for name, tensor in self.tensors.items():
+                view = self.real(tensor)
+                view.copy_((self.scales[name] * x[offset: offset + view.numel()]).view_as(view))
+                offset += view.numel()
+
+    def scale_gradient(self, grads: dict[str, Tensor]) -> Tensor:
+        """g̃ = s_b·∂F/∂θ_b, flat (torch's complex gradient is ∂F/∂Re + i·∂F/∂Im, i.e. the real view's gradient)."""
+        return torch.cat([self.real(grads[n]).reshape(-1) * self.scales[n] for n in self.tensors])
+
+    def objective(self, raw: RawObjective) -> Objective:
+        def fun(x: Tensor) -> tuple[float, Tensor, Any]:
+            self.unpack(x)
+            value, grads, aux = raw()
+            return value, self.scale_gradient(grads), aux
+
+        return fun
+
+
+def block_scales(mode: str, tensors: dict[str, Tensor], grads: dict[str, Tensor], raw: RawObjective,
+                 step: float) -> dict[str, float]:
+    """s_b per block (see the module docstring); ``grads`` are ∂F/∂θ_b at the tensors' current values. The
+    curvature probes move one block at a time by δ_b and put it back; each costs one evaluation of ``raw``."""
+    norms = {n: float(torch.linalg.vector_norm(ScaledBlocks.real(g))) for n, g in grads.items()}
+    if mode == "none":
+        return dict.fromkeys(tensors, 1.0)
+    if mode == "gradient":
+        return {n: 1.0 / norms[n] if norms[n] > 0 else 1.0 for n in tensors}
+    curvature: dict[str, float] = {}
+    for name, tensor in tensors.items():
+        if not norms[name] > 0:
+            continue
+        view = ScaledBlocks.real(tensor)
+        rms = float(torch.linalg.vector_norm(view.detach())) / math.sqrt(view.numel())
+        delta = ScaledBlocks.real(grads[name]) * (-step * max(rms, 1.0) * math.sqrt(view.numel()) / norms[name])
+        with torch.no_grad():
+            view.add_(delta)
+        try:
+            _, probed, _ = raw()
+        finally:
+            with torch.no_grad():
+                view.sub_(delta)
+        change = ScaledBlocks.real(probed[name]) - ScaledBlocks.real(grads[name])
+        curvature[name] = float((delta * change).sum()) / float((delta * delta).sum())
+    positive = [h for h in curvature.values() if h > 0 and math.isfinite(h)]
+    fallback = max(positive) if positive else 1.0
+    scales = {}
+    for name in tensors:
+        h = curvature.get(name, fallback)
+        scales[name] = 1.0 / math.sqrt(h if h > 0 and math.isfinite(h) else fallback) if positive else 1.0
+    return scales
+
+
+# ---- the solver ------------------------------------------------------------------------------------------------
+
+
+class LBFGS(Solver):
+    """Full-batch L-BFGS on the configured objective; see the module docstring."""
+
+    name = "lbfgs"
+    Params = LBFGSParams
+
+    def __init__(self, params: LBFGSParams, context: SolverContext):
+        super().__init__(params, context)
+        self.memory = SecantMemory(params.history_size)
+        self.blocks_key: tuple[str, ...] | None = None  # active blocks of the current scales and history
+        self.scales: dict[str, float] = {}
+        self.grad_reference = 0.0
+        self.last: dict[str, Any] | None = None  # the accepted point of the last inner run: x, F, g̃, terms, key
+        self.converged = False
+        self.batches: list[Batch] = []
+        self.weights: dict[str, float] = {}
+
+    def start_iteration(self, iteration, active, learning_rates) -> None:
+        super().start_iteration(iteration, active, learning_rates)
+        self.batches = []
+        for name, key in TENSOR_OF.items():
+            tensor = self.context.state[key]
+            tensor.grad = None
+            tensor.requires_grad_(bool(active.get(name, False)))
+
+    def update(self, batch: Batch, weights: dict[str, float], step: bool) -> dict[str, Tensor]:
+        """Only records the batch: the objective is evaluated on fixed chunks in ``end_iteration``."""
+        self.batches.append(batch)
+        self.weights = dict(weights)
+        return {}
+
+    def chunks(self, iteration: int) -> list[Batch]:
+        indices = np.concatenate([b.indices for b in self.batches])
+        meas = torch.cat([b.meas for b in self.batches])
+        order = np.argsort(indices, kind="stable")
+        if self.params.super_batch is not None and self.params.super_batch < len(order):
+            rng = np.random.default_rng([self.context.problem.config.seed, iteration, 13])
+            order = order[np.sort(rng.choice(len(order), self.params.super_batch, replace=False))]
+        size = self.params.chunk_size or self.context.problem.config.solver.batch_size
+        device = self.context.problem.device
+        out = []
+        for start in range(0, len(order), size):
+            part = order[start: start + size]
+            out.append(Batch(indices[part], torch.as_tensor(indices[part], device=device),
+                             meas[torch.as_tensor(part, device=meas.device)]))
+        return out
+
+    def raw_objective(self, chunks: list[Batch], tensors: dict[str, Tensor]) -> RawObjective:
+        """F and ∂F/∂θ_b over the chunks at the tensors' current values; aux = each term's mean over the chunks."""
+        weights = self.weights
+
+        def evaluate() -> tuple[float, dict[str, Tensor], dict[str, float]]:
+            for tensor in tensors.values():
+                tensor.grad = None
+            total = 0.0
+            terms: dict[str, Any] = {}
+            for chunk in chunks:
+                values = self.loss_values(self.context.problem.model(self.context.state, chunk.index_tensor), chunk)
+                objective = sum(weights[name] * value for name, value in values.items()) / len(chunks)
+                if tensors:
+                    objective.backward()
+                self.forward_evaluations += len(chunk.indices)
+                total = total + objective.detach()
+                for name, value in values.items():
+                    terms[name] = terms.get(name, 0.0) + value.detach() / len(chunks)
+            grads = {n: t.grad if t.grad is not None else torch.zeros_like(t) for n, t in tensors.items()}
+            return float(total), grads, {name: float(value) for name, value in terms.items()}
+
+        return evaluate
+
+    def end_iteration(self, iteration: int) -> dict[str, float]:
+        """Run L-BFGS on this iteration's objective; return its terms at the state before the run."""
+        chunks = self.chunks(iteration)
+        names = tuple(name for name in TENSOR_OF if self.active.get(name, False))
+        tensors = {name: self.context.state[TENSOR_OF[name]] for name in names}
+        raw = self.raw_objective(chunks, tensors)
+        if names != self.blocks_key:
+            # a tensor switched on or off: the secant pairs live in another space and the scales miss a block
+            self.memory.clear()
+            self.blocks_key, self.last, self.converged = names, None, False
+            if not names:
+                return raw()[2]
+            value, grads, terms = raw()
+            self.scales = block_scales(self.params.scaling, tensors, grads, raw, self.params.curvature_step)
+            blocks = ScaledBlocks(tensors, self.scales)
+            x, grad = blocks.pack(), blocks.scale_gradient(grads)
+            self.grad_reference = float(grad.abs().max())
+        else:
+            if not names:
+                return raw()[2]
+            blocks = ScaledBlocks(tensors, self.scales)
+            x = blocks.pack()
+            last = self.last
+            if last is not None and last["key"] == self.objective_key(chunks) and torch.equal(last["x"], x):
+                value, grad, terms = last["value"], last["grad"], last["terms"]
+                if self.converged:
+                    return terms
+            else:
+                value, grads, terms = raw()
+                grad = blocks.scale_gradient(grads)
+                self.converged = False
+        first_step = 1.0 if self.params.scaling == "curvature" else 1.0 / max(float(torch.linalg.vector_norm(grad)),
+                                                                              1e-300)
+        outcome = minimise(blocks.objective(raw), x, value, grad, terms, self.memory, self.params,
+                           self.grad_reference, first_step)
+        blocks.unpack(outcome.x)  # the last evaluation may have been a rejected trial point
+        for tensor in tensors.values():
+            tensor.grad = None
+        self.converged = outcome.converged
+        # x as packed from the state (θ/s may round differently from outcome.x): next iteration compares bitwise
+        self.last = {"x": blocks.pack(), "value": outcome.value, "grad": outcome.grad, "terms": outcome.aux,
+                     "key": self.objective_key(chunks)}
+        return terms
+
+    def objective_key(self, chunks: list[Batch]) -> tuple:
+        """What fixes F besides the state: the loss weights and the positions of every chunk."""
+        return tuple(sorted(self.weights.items())), tuple(tuple(int(i) for i in c.indices) for c in chunks)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "memory": self.memory.state_dict(), "blocks_key": self.blocks_key,
+                "scales": dict(self.scales), "grad_reference": self.grad_reference, "converged": self.converged,
+                "last": None if self.last is None else dict(self.last)}
+
+    def snapshot(self) -> dict[str, Any]:
+        return self.state_dict()  # every tensor in it is replaced, never modified in place
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.memory.load_state_dict(state["memory"])
+        self.blocks_key = None if state["blocks_key"] is None else tuple(state["blocks_key"])
+        self.scales = dict(state["scales"])
+        self.grad_reference = float(state["grad_reference"])
+        self.converged = bool(state["converged"])
+        self.last = None if state["last"] is None else dict(state["last"])
+
+
+SOLVERS.register("lbfgs")(LBFGS)
