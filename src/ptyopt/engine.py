@@ -137,7 +137,10 @@ class Engine:
         (options, unsupported tensors, ...) fails at run start, not at the switch."""
         scratch = {key: value.detach().clone() for key, value in self.state.items()}
         for index in range(1, len(self.stages)):
-            self._make_stage_solver(index, scratch)
+            try:
+                self._make_stage_solver(index, scratch)
+            except ConfigError as err:
+                raise ConfigError(f"solver.switch[{index - 1}] ({self.stages[index].name}): {err}") from None
 
     def _enter_stage(self, index: int, iteration: int | None = None) -> None:
         """Make stage ``index``'s solver the active one (a new solver on the live state; the count continues)."""
@@ -222,7 +225,7 @@ class Engine:
             **snapshot,
             "loop": self.loop.__dict__.copy(),
             "config": self.config.model_dump(mode="json", exclude={"solver": {"iterations"}, "output": True,
-                                                                   "device": True}),
+                                                                   "device": True, "compute": True}),
             "torch_rng": torch.get_rng_state(),
         }
 

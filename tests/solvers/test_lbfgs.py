@@ -213,3 +213,41 @@ def test_object_only_lbfgs_decreases_monotonically_and_beats_adam(tiny_config, t
         run_reconstruction(_object_only(tiny_config, "adam", iterations, lr=lr), out_dir=tmp_path / f"adam{lr}",
                            show_progress=False, callbacks=[_final_loss(finals)])
     assert finals[0] < 0.9 * min(finals[1:]), finals
+
+
+@pytest.mark.abtem
+def test_history_resets_only_when_a_window_opens_float64(tiny_config, tmp_path):
+    """Probe from iteration 3: the secant pairs are kept across iterations 1→2 and 3→4, cleared (and the blocks
+    rescaled) at 3, when the probe joins. Float64 throughout."""
+    seen = {}
+
+    def record(engine, iteration):
+        solver = engine.solver
+        seen[iteration] = (solver.blocks_key, len(solver.memory.pairs), dict(solver.scales))
+
+    optimize = {"probe": {"lr": 1e-4, "start_iter": 3}, "positions": {"lr": 1e-3, "start_iter": None}}
+    config = tiny_config(model={"precision": "float64"}, optimize=optimize,
+                         solver={"name": "lbfgs", "iterations": 4, "options": {"max_iter": 3, "history_size": 20}})
+    run = run_reconstruction(config, out_dir=tmp_path, show_progress=False, callbacks=[record])
+    assert seen[1][0] == ("object_amplitude", "object_phase") and "probe" in seen[3][0]
+    assert seen[2][1] > seen[1][1] > 0  # kept and extended
+    assert 0 < seen[3][1] <= 3 < seen[2][1]  # cleared when the probe joined, then at most max_iter new pairs
+    assert seen[4][1] > seen[3][1]
+    assert seen[2][2] == seen[1][2] and set(seen[3][2]) == {"object_amplitude", "object_phase", "probe"}
+    assert run.result.object_phase.dtype == np.float64 and np.all(np.diff(run.result.history["total"]) < 0)
+
+
+@pytest.mark.abtem
+def test_super_batch_evaluates_a_fixed_draw_per_iteration(tiny_config, tmp_path):
+    """super_batch 40 of 144 positions: every evaluation is 40 patterns, in chunks of 8; the draw is seeded."""
+    chunks = {}
+
+    def record(engine, iteration):
+        chunks[iteration] = [tuple(c.indices) for c in engine.solver.chunks(iteration)]
+
+    config = _object_only(tiny_config, "lbfgs", 3, {"super_batch": 40, "max_iter": 2})
+    history = run_reconstruction(config, out_dir=tmp_path, show_progress=False, callbacks=[record]).result.history
+    work = np.diff(np.concatenate([[0], history["forward_evaluations"]]))
+    assert np.all(work % 40 == 0) and np.all(work > 0)
+    assert all(len(c) == 5 and sum(map(len, c)) == 40 for c in chunks.values())
+    assert chunks[1] != chunks[2]  # a new draw per engine iteration

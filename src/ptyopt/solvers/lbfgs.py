@@ -453,6 +453,8 @@ class LBFGS(Solver):
                 value, grads, terms = raw()
                 grad = blocks.scale_gradient(grads)
                 self.converged = False
+        if not math.isfinite(value):
+            return terms  # nothing to descend from; the engine's NaN guard rolls back
         first_step = 1.0 if self.params.scaling == "curvature" else 1.0 / max(float(torch.linalg.vector_norm(grad)),
                                                                               1e-300)
         outcome = minimise(blocks.objective(raw), x, value, grad, terms, self.memory, self.params,
