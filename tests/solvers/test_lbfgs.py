@@ -11,8 +11,8 @@ from ptyopt.config import parse_config
 from ptyopt.errors import ConfigError
 from ptyopt.model.forward import ForwardModel
 from ptyopt.reconstruct import run_reconstruction
-from ptyopt.solvers.lbfgs import (
-    LBFGSParams,
+from ptyopt.solvers.lbfgs import LBFGSParams
+from ptyopt.solvers.lbfgs_core import (
     ScaledBlocks,
     SecantMemory,
     Trial,
@@ -190,8 +190,9 @@ def _batch(indices, index_tensor, engine):
 @pytest.mark.abtem
 def test_object_only_lbfgs_decreases_monotonically_and_beats_adam(tiny_config, tmp_path, monkeypatch):
     """Known probe and positions. L-BFGS: the objective falls every iteration and every closure is counted (one per
-    pattern evaluated); after the same forward evaluations its final loss is below Adam's, both at the default
-    learning rate and at the best of a small grid (5e-3, found on this dataset)."""
+    pattern evaluated); after the same forward evaluations (4 L-BFGS iterations = 47 passes) its final loss is 10 %
+    below Adam's, both at the default learning rate and at the best of a small grid (5e-3, found on this dataset).
+    Measured: L-BFGS 0.0288, Adam 0.0557 (lr 5e-4) and 0.0341 (lr 5e-3)."""
     counted = {"patterns": 0}
     original = ForwardModel.__call__
 
@@ -201,13 +202,13 @@ def test_object_only_lbfgs_decreases_monotonically_and_beats_adam(tiny_config, t
 
     monkeypatch.setattr(ForwardModel, "__call__", counting)
     finals = []
-    lbfgs = run_reconstruction(_object_only(tiny_config, "lbfgs", 6, {"max_iter": 10}), out_dir=tmp_path / "lbfgs",
+    lbfgs = run_reconstruction(_object_only(tiny_config, "lbfgs", 4, {"max_iter": 10}), out_dir=tmp_path / "lbfgs",
                                show_progress=False, callbacks=[_final_loss(finals)])
     history = lbfgs.result.history
     evaluations = int(history["forward_evaluations"][-1])
     assert counted["patterns"] - 144 == evaluations  # the final-loss callback evaluated 144 more
     assert np.all(np.diff(history["total"]) < 0)
-    assert evaluations % 144 == 0 and evaluations // 144 >= 6 * 5  # whole passes, several per iteration
+    assert evaluations % 144 == 0 and evaluations // 144 >= 4 * 5  # whole passes, several per iteration
     iterations = evaluations // 144  # Adam: one pass over the 144 positions per iteration
     for lr in (5e-4, 5e-3):
         run_reconstruction(_object_only(tiny_config, "adam", iterations, lr=lr), out_dir=tmp_path / f"adam{lr}",
