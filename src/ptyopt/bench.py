@@ -267,6 +267,7 @@ def run_bench(preset: BenchPreset, *, device: str | None = None, warmup: int = 2
             torch.cuda.reset_peak_memory_stats(dev)
         engine = Engine(problem, Path(out_dir or tmp))
         first = preset.timed_from_iteration
+        say(problem.memory.describe())
         say(f"{warmup} warm-up iterations")
         for it in range(first, first + warmup):
             engine._iterate(it)
@@ -290,13 +291,16 @@ def run_bench(preset: BenchPreset, *, device: str | None = None, warmup: int = 2
         return BenchResult(
             schema_version=SCHEMA_VERSION, preset=preset.name, description=preset.description,
             device=_device_name(dev), torch_version=torch.__version__, ptyopt_version=__version__,
-            threads=torch.get_num_threads(), compile=False, patterns=n, batch_size=config.solver.batch_size,
+            threads=torch.get_num_threads(), compile=config.compute.compile, patterns=n,
+            batch_size=config.solver.batch_size,
             pattern_px=problem.geometry.window_px[0], n_slices=cfg.n_slices, probe_modes=cfg.probe_modes,
             object_modes=cfg.object_modes, warmup_iterations=warmup, timed_iterations=iterations,
             iteration_s=times, median_iteration_s=median, patterns_per_s=n / median,
             fft_calls_per_iteration=len(recorder.calls), fft_floor_s=floor, ratio_to_fft_floor=median / floor,
             peak_host_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             peak_gpu_mib=torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None,
+            memory_estimate_mib=problem.memory.batch_bytes / 2**20,
+            chunks_per_batch=problem.memory.chunks_per_batch,
         )
 
 

@@ -292,6 +292,50 @@ def study(
 
 
 @command()
+def bench(
+    preset: Annotated[str, typer.Option(help="cpu-small, poster (a GPU setup) or tiny")] = "cpu-small",
+    json_file: Annotated[Path | None, typer.Option("--json", help="write the result as JSON to this file")] = None,
+    device: Annotated[str | None, typer.Option(help="torch device (default: the preset's)")] = None,
+    warmup: Annotated[int, typer.Option(min=0, help="untimed iterations first")] = 2,
+    iterations: Annotated[int, typer.Option(min=1, help="timed iterations (the median is reported)")] = 5,
+    compile: Annotated[bool, typer.Option(help="torch.compile the multislice forward")] = False,
+    chunk_patterns: Annotated[int | None, typer.Option(min=1, help="force chunks of this many patterns")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for torch")] = None,
+) -> None:
+    """Time a reconstruction setup: median s/iteration, patterns/s, peak memory and the measured FFT floor."""
+    from ptyopt.bench import get_bench_preset, run_bench
+
+    chosen = get_bench_preset(preset)
+    overrides: dict[str, Any] = {"compute.compile": compile}
+    if chunk_patterns is not None:
+        overrides["compute.chunk_patterns"] = chunk_patterns
+    if threads is not None:
+        overrides["compute.threads"] = threads
+    with err_console.status(f"bench {chosen.name}") as status:
+        result = run_bench(chosen, device=device, warmup=warmup, iterations=iterations, overrides=overrides,
+                           progress=lambda message: status.update(f"bench {chosen.name}: {message}"))
+    table = Table(title=f"ptyopt bench {result.preset}", show_header=False)
+    rows = [
+        ("setup", result.description),
+        ("device", f"{result.device}, {result.threads} threads, compile {'on' if result.compile else 'off'}"),
+        ("time per iteration", f"{result.median_iteration_s:.3f} s (median of {result.timed_iterations})"),
+        ("patterns per second", f"{result.patterns_per_s:,.0f}"),
+        ("FFT floor", f"{result.fft_floor_s:.3f} s ({result.fft_calls_per_iteration} FFT calls per iteration)"),
+        ("iteration / FFT floor", f"{result.ratio_to_fft_floor:.2f}"),
+        ("memory estimate per batch", f"{result.memory_estimate_mib:,.0f} MiB, {result.chunks_per_batch} chunk(s)"),
+        ("peak host RSS", f"{result.peak_host_rss_mib:,.0f} MiB"),
+    ]
+    if result.peak_gpu_mib is not None:
+        rows.append(("peak GPU memory", f"{result.peak_gpu_mib:,.0f} MiB"))
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    if json_file is not None:
+        json_file.write_text(result.to_json())
+        console.print(f"written {json_file}")
+
+
+@command()
 def inspect(path: Annotated[Path, typer.Argument(help="ptyopt dataset file, or any readable 4D-STEM file")]) -> None:
     """Describe a dataset: shapes, sampling, metadata and ground truth."""
     from ptyopt.data import is_dataset_file, read_array, read_dataset

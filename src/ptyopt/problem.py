@@ -18,6 +18,7 @@ from ptyopt.data import (
 from ptyopt.data.foreign import dataset_from_foreign_file
 from ptyopt.errors import ConfigError, DataError
 from ptyopt.model.forward import ForwardModel
+from ptyopt.model.memory import MemoryPlan, plan_memory
 from ptyopt.model.state import Geometry, initial_state, make_geometry, truth_object_phase, truth_probe
 
 
@@ -34,6 +35,7 @@ class Problem:
     probe_power: float
     device: torch.device
     real_dtype: torch.dtype
+    memory: MemoryPlan
 
 
 def _required_experiment(exp, name: str):
@@ -107,6 +109,8 @@ def mean_total_intensity(dataset: Dataset4D, preprocessor: Preprocessor, chunk: 
 
 
 def build_problem(config: ReconstructionConfig) -> Problem:
+    if config.compute.threads is not None:
+        torch.set_num_threads(config.compute.threads)
     device = resolve_device(config.device)
     raw = load_dataset(config)
     preprocessor = Preprocessor(config.data.preprocess, raw)
@@ -138,5 +142,7 @@ def build_problem(config: ReconstructionConfig) -> Problem:
     fixed = (
         opt.tilts.start_iter is None and opt.slice_thickness.start_iter is None and config.model.tilt_mode == "global"
     )
-    model = ForwardModel(config.model, geometry, fixed_propagators=fixed, device=device, real_dtype=real)
-    return Problem(config, dataset, preprocessor, geometry, model, state, probe_power, device, real)
+    model = ForwardModel(config.model, geometry, fixed_propagators=fixed, device=device, real_dtype=real,
+                         compile=config.compute.compile)
+    memory = plan_memory(config, geometry, device, complex_itemsize=2 * torch.finfo(real).bits // 8)
+    return Problem(config, dataset, preprocessor, geometry, model, state, probe_power, device, real, memory)

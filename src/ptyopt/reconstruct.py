@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 import torch
+from rich.console import Console
 
 from ptyopt.config import ReconstructionConfig, dump_config
 from ptyopt.engine import Engine, IterationCallback
@@ -99,6 +100,8 @@ def run_reconstruction(config: ReconstructionConfig, *, out_dir: Path | None = N
     out = Path(out_dir or config.output.dir)
     out.mkdir(parents=True, exist_ok=True)
     problem = build_problem(config)
+    if show_progress:
+        Console(stderr=True).print(problem.memory.describe())
     metrics_fn = truth_metrics_fn(problem)
     engine = Engine(problem, out, callbacks=callbacks, metrics_fn=metrics_fn)
     config_yaml = dump_config(config)

@@ -69,22 +69,42 @@ def detector_blur(intensities: Tensor, sigma_px: float) -> Tensor:
     return x[:, 0]
 
 
+def multislice_intensities(probe: Tensor, object_amplitude: Tensor, object_phase: Tensor, occupancy: Tensor,
+                           crop_px: Tensor, shift_px: Tensor, propagators: Tensor, *, propagate_last: bool,
+                           detector_blur_px: float) -> Tensor:
+    """The hot path, a pure function of tensors (what ``compute.compile`` compiles): intensities (B, K, K).
+
+    The transmission exp(i phi)·A is formed on the whole canvas once per batch and then gathered slice by slice:
+    cheaper than per-patch transmissions because the windows cover the canvas many times over.
+    """
+    window = tuple(probe.shape[-2:])
+    transmissions = gather_slices(transmission(object_amplitude, object_phase), crop_px, window)
+    far_field = multislice_far_field(shift_probes(probe, shift_px), transmissions, propagators,
+                                     propagate_last=propagate_last)
+    intensities = far_field_intensity(far_field, occupancy)
+    if detector_blur_px > 0:
+        intensities = detector_blur(intensities, detector_blur_px)
+    return intensities
+
+
 class ForwardModel:
     """Multislice ptychography model: state + batch indices -> diffraction intensities.
 
     Positions are nominal centres + refined offsets, split into an integer crop and a sub-pixel shift at
     every call, so a refined position that crosses half a pixel moves the crop instead of wrapping the probe.
-    Propagators are computed once when neither tilts nor thicknesses can change.
+    Propagators are computed once when neither tilts nor thicknesses can change. With ``compile`` the pure
+    core (``multislice_intensities``) runs through torch.compile (one graph per batch size).
     """
 
     def __init__(self, config: ModelConfig, geometry: Geometry, *, fixed_propagators: bool,
-                 device: torch.device | str, real_dtype: torch.dtype):
+                 device: torch.device | str, real_dtype: torch.dtype, compile: bool = False):
         self.config = config
         self.geometry = geometry
         self.nominal_centres_px = torch.as_tensor(geometry.nominal_centres_px, dtype=real_dtype, device=device)
         self.ky, self.kx = frequency_grid(geometry.window_px, geometry.dx_ang, dtype=real_dtype, device=device)
         self._fixed: Tensor | None = None
         self._fixed_propagators = fixed_propagators
+        self._core = torch.compile(multislice_intensities, dynamic=False) if compile else multislice_intensities
 
     def propagators(self, state: dict[str, Tensor], indices: Tensor) -> Tensor:
         """(S | 1, Y, X) for a global tilt, (S | 1, B, Y, X) for per-position tilts."""
@@ -104,18 +124,34 @@ class ForwardModel:
     def centres_px(self, state: dict[str, Tensor], indices: Tensor) -> Tensor:
         return self.nominal_centres_px[indices] + state["position_offsets_px"][indices]
 
+    @staticmethod
+    def occupancy(state: dict[str, Tensor]) -> Tensor:
+        return state["occupancy"].abs() / state["occupancy"].abs().sum()
+
     def __call__(self, state: dict[str, Tensor], indices: Tensor) -> ForwardOutput:
-        window = self.geometry.window_px
-        crop, shift = split_positions(self.centres_px(state, indices), window)
-        # exp(i phi) on the canvas once per batch, then one gather: cheaper than per-patch transmissions when
-        # the patches overlap (they cover the canvas many times over), forward and backward
-        transmissions = gather_slices(transmission(state["object_amplitude"], state["object_phase"]), crop, window)
-        occupancy = state["occupancy"].abs() / state["occupancy"].abs().sum()
-        far_field = multislice_far_field(
-            shift_probes(state["probe"], shift), transmissions, self.propagators(state, indices),
-            propagate_last=self.config.propagate_last,
+        crop, shift = split_positions(self.centres_px(state, indices), self.geometry.window_px)
+        occupancy = self.occupancy(state)
+        intensities = self._core(
+            state["probe"], state["object_amplitude"], state["object_phase"], occupancy, crop, shift,
+            self.propagators(state, indices), propagate_last=self.config.propagate_last,
+            detector_blur_px=self.config.detector_blur_px,
         )
-        intensities = far_field_intensity(far_field, occupancy)
-        if self.config.detector_blur_px > 0:
-            intensities = detector_blur(intensities, self.config.detector_blur_px)
-        return ForwardOutput(intensities, occupancy, state, crop, window)
+        return ForwardOutput(intensities, occupancy, state, crop, self.geometry.window_px)
+
+    def output(self, state: dict[str, Tensor], indices: Tensor, intensities: Tensor) -> ForwardOutput:
+        """The batch's ForwardOutput around intensities computed elsewhere (e.g. chunk by chunk)."""
+        crop, _ = split_positions(self.centres_px(state, indices).detach(), self.geometry.window_px)
+        return ForwardOutput(intensities, self.occupancy(state), state, crop, self.geometry.window_px)
+
+
+def activation_bytes_per_pattern(config: ModelConfig, window_px: tuple[int, int], complex_itemsize: int) -> int:
+    """Estimated memory one pattern of a batch holds during a forward + backward pass [bytes].
+
+    Autograd keeps, per slice, the wave entering it (pmode·omode waves) and the object patch (omode), and the
+    far field; the backward pass adds about two transient waves per mode pair and the shifted probes; plus real
+    per-pattern maps. Checked against the tensors autograd really saves (tests/model/test_compute.py).
+    """
+    pixels = window_px[0] * window_px[1]
+    p, o, s = config.probe_modes, config.object_modes, config.n_slices
+    waves = s * (p * o + o) + 3 * p * o + p
+    return pixels * complex_itemsize * waves + pixels * (complex_itemsize // 2) * 8

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from ptyopt.config_base import StrictModel
 from ptyopt.errors import ConfigError
+from ptyopt.objective.batch import batch_objective_backward
 from ptyopt.solvers.base import SOLVERS, TENSOR_OF, Batch, Solver, SolverContext
 
 
@@ -56,15 +57,16 @@ class TorchSolver(Solver):
         self.optimizer.zero_grad(set_to_none=True)
 
     def update(self, batch: Batch, weights: dict[str, float], step: bool) -> dict[str, Tensor]:
-        out = self.context.problem.model(self.context.state, batch.index_tensor)
-        self.forward_evaluations += len(batch.indices)
-        values = self.loss_values(out, batch)
-        total = sum(weights[name] * value for name, value in values.items())
-        (total / self.accumulate).backward()
+        problem = self.context.problem
+        chunk = problem.memory.chunk_patterns
+        values = batch_objective_backward(problem.model, self.context.state, batch.index_tensor, batch.meas,
+                                          self.context.losses, weights, chunk_patterns=chunk,
+                                          scale=1.0 / self.accumulate)
+        self.forward_evaluations += len(batch.indices) * (1 if chunk >= len(batch.indices) else 2)
         if step:
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
-        return {name: value.detach() for name, value in values.items()}
+        return values
 
     @property
     def accumulate(self) -> int:

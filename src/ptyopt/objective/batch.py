@@ -1,0 +1,45 @@
+"""The objective on one batch and its gradient, in one pass or chunk by chunk with the same result."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ptyopt.objective.losses import LossTerm
+
+
+def batch_objective_backward(model, state: dict[str, Tensor], indices: Tensor, meas: Tensor,
+                             losses: list[LossTerm], weights: dict[str, float], *, chunk_patterns: int,
+                             scale: float = 1.0) -> dict[str, Tensor]:
+    """Accumulate d(scale · sum_t w_t L_t)/d(state) into the state tensors' ``.grad``; return each term (detached).
+
+    With chunk_patterns < batch, the batch's intensities are first computed chunk by chunk without a graph, the
+    loss terms (which couple the whole batch: normalisation, PACBED mean) and their gradient with respect to the
+    intensities are formed once, and each chunk is then run again with its graph and back-propagated with its
+    slice of that gradient: the same loss and gradient to round-off, for one extra forward pass per chunk.
+    """
+    n = len(indices)
+    if chunk_patterns >= n:
+        out = model(state, indices)
+        values = {term.name: term(out.loss_inputs(meas)) for term in losses}
+        _backward(sum(weights[name] * value for name, value in values.items()) * scale)
+        return {name: value.detach() for name, value in values.items()}
+    chunks = [slice(i, i + chunk_patterns) for i in range(0, n, chunk_patterns)]
+    with torch.no_grad():
+        intensities = torch.cat([model(state, indices[c]).intensities for c in chunks])
+    intensities.requires_grad_(True)
+    out = model.output(state, indices, intensities)
+    values = {term.name: term(out.loss_inputs(meas)) for term in losses}
+    _backward(sum(weights[name] * value for name, value in values.items()) * scale)
+    grad = intensities.grad
+    if grad is not None:
+        for c in chunks:
+            chunk_intensities = model(state, indices[c]).intensities
+            if chunk_intensities.requires_grad:
+                chunk_intensities.backward(grad[c])
+    return {name: value.detach() for name, value in values.items()}
+
+
+def _backward(total: Tensor) -> None:
+    if total.requires_grad:
+        total.backward()
