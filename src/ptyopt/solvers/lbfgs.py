@@ -27,11 +27,18 @@ last reset), when a step lowers F by less than loss_rtol·|F|, when no step lowe
 After a stop for tolerance or failed search, later iterations do nothing until the state, weights or positions
 change (e.g. a constraint moved the state).
 
+Steps. Direction −H·g̃ by the two-loop recursion (H_0 = γI, γ = sᵀy/yᵀy of the newest pair), trial step 1; with
+an empty history, −g̃ with trial step 1 (curvature scaling) or 1/‖g̃‖ (unit length; other scalings). Strong-Wolfe
+search by bracketing and cubic interpolation; a failed search clears the history and retries along −g̃ once.
+
 Cost: each objective evaluation is a forward and backward pass over every L-BFGS position and counts one forward
-evaluation per pattern. The loss reported to the engine is F's terms at the start of the iteration, averaged over
-the chunks (the engine's random groups are only recorded). Learning rates (optimize.*.lr) are not used: the line
-search chooses the step lengths, and the engine's NaN-guard halving has no effect on this solver.
-Memory: 2·history_size + 4 vectors of the optimised variables.
+evaluation per pattern: the start point (skipped when the last run's final point is unchanged), the line-search
+trials and, at a reset, one curvature probe per block. The loss reported to the engine is F's terms at the start
+of the iteration, averaged over the chunks (the engine's random groups are only recorded). Learning rates
+(optimize.*.lr) are not used: the line search chooses the step lengths (non-finite trial values count as too long
+a step), so the engine's NaN-guard halving has no effect on this solver.
+Memory: 2·history_size + 4 vectors of the optimised variables; checkpoints hold the secant pairs too, so a
+resumed run continues exactly (at poster scale with float32 that is ~0.1 GB per pair).
 """
 
 from __future__ import annotations
@@ -55,7 +62,7 @@ class LBFGSParams(StrictModel):
     history_size: int = Field(50, ge=1, description="secant pairs kept (memory: 2 vectors of the variables each)")
     max_iter: int = Field(10, ge=1, description="L-BFGS iterations (line searches) per engine iteration")
     max_evals: int = Field(20, ge=1, description="objective evaluations of the line searches per engine iteration "
-                           "(one evaluation = forward + backward over every L-BFGS position)")
+                           "(one = forward + backward over every L-BFGS position; start point and probes extra)")
     line_search_evals: int = Field(10, ge=2, description="evaluations allowed to one strong-Wolfe line search")
     wolfe_c1: float = Field(1e-4, gt=0, lt=1, description="sufficient decrease: F(t) <= F(0) + c1·t·F'(0)")
     wolfe_c2: float = Field(0.9, gt=0, lt=1, description="curvature: |F'(t)| <= c2·|F'(0)| (c1 < c2 < 1)")
