@@ -169,3 +169,19 @@ def test_slice_list_and_tensor_give_the_same_far_field():
     as_tensor = multislice_far_field(probes, gather_patches(obj, crop, (8, 8)), props)
     as_list = multislice_far_field(probes, gather_slices(obj, crop, (8, 8)), props)
     torch.testing.assert_close(as_list, as_tensor, rtol=0, atol=0)
+
+
+def test_transmission_gradients_forward_and_reverse():
+    """The custom backward and jvp of t = A exp(i phi) against finite differences and torch.func."""
+    from ptyopt.physics import transmission
+
+    a = (1 - 0.2 * torch.rand(3, 4, dtype=torch.float64)).requires_grad_()
+    p = (2 * torch.rand(3, 4, dtype=torch.float64)).requires_grad_()
+    assert torch.autograd.gradcheck(transmission, (a, p))
+    assert torch.autograd.gradcheck(lambda phase: transmission(a.detach(), phase), (p,))
+    da, dp = torch.randn(3, 4, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64)
+    _, tangent = torch.func.jvp(transmission, (a.detach(), p.detach()), (da, dp))
+    reference = torch.func.jvp(torch.polar, (a.detach(), p.detach()), (da, dp))[1]
+    torch.testing.assert_close(tangent, reference)
+    batched = torch.func.vmap(transmission)(a.detach()[None].expand(2, -1, -1), p.detach()[None].expand(2, -1, -1))
+    torch.testing.assert_close(batched[0], torch.polar(a.detach(), p.detach()))

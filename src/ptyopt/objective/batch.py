@@ -21,15 +21,16 @@ def batch_objective_backward(model, state: dict[str, Tensor], indices: Tensor, m
     n = len(indices)
     if chunk_patterns >= n:
         out = model(state, indices)
-        values = {term.name: term(out.loss_inputs(meas)) for term in losses}
+        inputs = out.loss_inputs(meas)
+        values = {term.name: term(inputs) for term in losses}
         _backward(sum(weights[name] * value for name, value in values.items()) * scale)
         return {name: value.detach() for name, value in values.items()}
     chunks = [slice(i, i + chunk_patterns) for i in range(0, n, chunk_patterns)]
     with torch.no_grad():
         intensities = torch.cat([model(state, indices[c]).intensities for c in chunks])
     intensities.requires_grad_(True)
-    out = model.output(state, indices, intensities)
-    values = {term.name: term(out.loss_inputs(meas)) for term in losses}
+    inputs = model.output(state, indices, intensities).loss_inputs(meas)
+    values = {term.name: term(inputs) for term in losses}
     _backward(sum(weights[name] * value for name, value in values.items()) * scale)
     grad = intensities.grad
     if grad is not None:
