@@ -16,7 +16,9 @@ JSON schema (``--json FILE``; ``schema_version`` changes only when a field chang
 "timed_iterations": int, "iteration_s": [float], "median_iteration_s": float, "patterns_per_s": float,
 "fft_calls_per_iteration": int, "fft_floor_s": float, "ratio_to_fft_floor": float,
 "peak_host_rss_mib": float, "peak_gpu_mib": float | null, "memory_estimate_mib": float,
-"chunks_per_batch": int}``.
+"chunks_per_batch": int, "load_average_1min": float | null}``. ``peak_host_rss_mib`` is the process's peak resident
+memory (it includes making the synthetic data on the first run); ``load_average_1min`` is the host's load before the
+timing: well above 0 means other work shared the CPU and the times are not a benchmark.
 """
 
 from __future__ import annotations
@@ -230,6 +232,7 @@ class BenchResult:
     peak_gpu_mib: float | None = None
     memory_estimate_mib: float = 0.0
     chunks_per_batch: int = 1
+    load_average_1min: float | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -266,6 +269,7 @@ def run_bench(preset: BenchPreset, *, device: str | None = None, warmup: int = 2
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
         engine = Engine(problem, Path(out_dir or tmp))
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
         first = preset.timed_from_iteration
         say(problem.memory.describe())
         say(f"{warmup} warm-up iterations")
@@ -300,7 +304,7 @@ def run_bench(preset: BenchPreset, *, device: str | None = None, warmup: int = 2
             peak_host_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             peak_gpu_mib=torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None,
             memory_estimate_mib=problem.memory.batch_bytes / 2**20,
-            chunks_per_batch=problem.memory.chunks_per_batch,
+            chunks_per_batch=problem.memory.chunks_per_batch, load_average_1min=load,
         )
 
 
