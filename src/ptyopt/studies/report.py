@@ -66,27 +66,34 @@ def _histories(out_dir: Path, runs: list[RunSpec], metric: str) -> dict[str, lis
             continue
         history = read_result(path).history
         if f"metric_{metric}" in history:
+            at = np.searchsorted(history["iteration"], history["metric_iteration"])
+            work = (history["forward_evaluations"][at] if "forward_evaluations" in history
+                    else np.full(len(at), np.nan))
             curves.setdefault(run.setting, []).append(
-                (history["metric_iteration"], history["metric_wall_time_s"], history[f"metric_{metric}"]))
+                (history["metric_iteration"], history["metric_wall_time_s"], history[f"metric_{metric}"], work))
     return curves
 
 
 def convergence_figure(out_dir: Path, runs: list[RunSpec], metric: str) -> Path | None:
-    """Mean over seeds of ``metric`` vs iteration and vs loop wall time, one line per setting."""
+    """Mean over seeds of ``metric`` vs iteration, vs loop wall time and vs forward-model evaluations (patterns
+    pushed through the model, the device-independent cost), one line per setting."""
     curves = _histories(out_dir, runs, metric)
     if not curves:
         return None
-    fig, (ax_it, ax_t) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    fig, (ax_it, ax_t, ax_w) = plt.subplots(1, 3, figsize=(15, 4.2), constrained_layout=True)
     for setting, items in curves.items():
         n = min(len(c[0]) for c in items)
         iterations = items[0][0][:n]
         times = np.mean([c[1][:n] for c in items], axis=0)
+        work = np.mean([c[3][:n] for c in items], axis=0)
         values = np.array([c[2][:n] for c in items])
         line = ax_it.plot(iterations, values.mean(0), label=setting)[0]
         ax_it.fill_between(iterations, values.min(0), values.max(0), color=line.get_color(), alpha=0.15)
         ax_t.plot(times, values.mean(0), color=line.get_color())
+        ax_w.plot(work, values.mean(0), color=line.get_color())
     ax_it.set(xlabel="iteration", ylabel=metric, title=f"{metric} vs iteration (band: min-max over seeds)")
     ax_t.set(xlabel="loop wall time (s)", ylabel=metric, title=f"{metric} vs wall time (mean over seeds)")
+    ax_w.set(xlabel="forward-model evaluations (patterns)", ylabel=metric, title=f"{metric} vs work")
     ax_it.legend(fontsize=7)
     path = out_dir / f"convergence_{metric}.png"
     fig.savefig(path, dpi=110)
@@ -103,7 +110,7 @@ def _fmt(mean: float, half: float) -> str:
 def write_report(spec: StudySpec, runs: list[RunSpec], rows: list[dict[str, Any]], out_dir: Path) -> Path:
     settings = list(dict.fromkeys(run.setting for run in runs))
     metrics = list(spec.metrics)
-    columns = metrics + ["final_loss", "loop_time_s"]
+    columns = metrics + ["final_loss", "loop_time_s", "forward_evaluations"]
     lines = [f"# Study: {spec.name}", "", spec.description.strip(), "",
              f"{len(settings)} settings × {len(spec.seeds)} seeds (seeds {spec.seeds}) = {len(rows)} runs; "
              f"base config `{spec.base_config}`; overrides `{spec.overrides}`.", "",

@@ -55,6 +55,8 @@ def execute_run(run: RunSpec, out_dir: str, threads: int) -> dict[str, Any]:
         "final_loss": float(history["total"][-1]) if "total" in history else None,
         "iterations": int(history["iteration"][-1]) if "iteration" in history else 0,
         "loop_time_s": float(history["wall_time_s"][-1]) if "wall_time_s" in history else None,
+        "forward_evaluations": (float(history["forward_evaluations"][-1])
+                                if "forward_evaluations" in history else None),
         "process_time_s": time.perf_counter() - start,
     }
     tmp = folder / (ROW_NAME + ".tmp")
