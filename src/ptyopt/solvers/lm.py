@@ -88,7 +88,8 @@ class SecondOrderParams(StrictModel):
 
     @model_validator(mode="after")
     def _ordered(self) -> SecondOrderParams:
-        if self.amplitude_min is not None and self.amplitude_max is not None and self.amplitude_min > self.amplitude_max:
+        low, high = self.amplitude_min, self.amplitude_max
+        if low is not None and high is not None and low > high:
             raise ConfigError(f"amplitude_min {self.amplitude_min} > amplitude_max {self.amplitude_max}")
         if self.damping_min > self.damping_max:
             raise ConfigError(f"damping_min {self.damping_min} > damping_max {self.damping_max}")
@@ -116,6 +117,7 @@ class SecondOrderSolver(Solver):
         self.damping = params.damping_init
         self.objective_history: list[float] = []
         self.previous_step: Vec | None = None
+        self.cg_iterations = 0  # GGN products spent in CG (diagnostics)
 
     @property
     def state(self) -> dict[str, Tensor]:
@@ -293,4 +295,5 @@ class LevenbergMarquardt(SecondOrderSolver):
             warm = None
         result = pcg(apply, rhs, diagonal, tol=forcing_tolerance(gradient_norm, self.params.forcing_max),
                      max_iter=self.params.cg_max_iter, x0=warm)
+        self.cg_iterations += result.iterations + (warm is not None)  # the warm start's check costs one product
         return result.solution

@@ -19,7 +19,8 @@ SSNAL: the dual ALM on ξ (data space + parameter space) with multiplier ζ and 
 ψ(ξ) = ½‖ξ‖² + ⟨b, ξ⟩ + ‖v‖²/(2σ) - e_σp(v), v = ζ - σAᵀξ, ∇ψ = ξ + b - A prox_σp(v), by semismooth Newton:
 (I + σ A Π Aᵀ) d = -∇ψ by CG (Π = the prox Jacobian mask), Armijo line search on ψ; then ζ <- prox_σp(v),
 σ <- min(σ·sigma_factor, sigma_max). Stops at the relative KKT residual ‖ζ - prox_p(ζ - ∇q(ζ))‖/(1 + ‖ζ‖) <=
-kkt_tol (floored at 100× the real dtype's machine epsilon). Positions (and per-position tilts) take ``lm``'s 2×2
+kkt_tol (floored at 100× the real dtype's machine epsilon; the Newton systems' CG tolerance at its square
+root). Positions (and per-position tilts) take ``lm``'s 2×2
 Gauss-Newton steps. The ratio test uses pred = -(gᵀd + ½dᵀGd + P(θ + d) - P(θ)), d the whole step.
 
 Forward evaluations (in patterns, each model evaluation of a pattern counts 1, GGN products included): as ``lm``,
@@ -150,7 +151,7 @@ def ssnal(op: LassoOperator, prox: SeparableProx, x0: Vec, *, tol: float, sigma_
     while alm < max_alm and kkt > tol:
         alm += 1
 
-        def psi(xi_: tuple[Vec, Vec], v_: Vec, z_: Vec) -> float:
+        def psi(xi_: tuple[Vec, Vec], v_: Vec, z_: Vec, sigma: float = sigma) -> float:
             envelope = prox.value(z_) + norm(axpy(-1.0, v_, z_)) ** 2 / (2 * sigma)
             return 0.5 * (dot(xi_[0], xi_[0]) + dot(xi_[1], xi_[1])) + dot(b, xi_[0]) + dot(v_, v_) / (2 * sigma) \
                 - envelope
@@ -170,7 +171,7 @@ def ssnal(op: LassoOperator, prox: SeparableProx, x0: Vec, *, tol: float, sigma_
             def masked(y: Vec, mask=mask) -> Vec:
                 return {k: t * mask[k] if k in mask else t for k, t in y.items()}
 
-            def apply(y: Vec) -> Vec:  # (1/σ) I + Π Aᵀ A Π on the primal space
+            def apply(y: Vec, masked=masked, sigma=sigma) -> Vec:  # (1/σ) I + Π Aᵀ A Π on the primal space
                 ay = a_of(masked(y))
                 return axpy(1.0 / sigma, y, masked(at_of(*ay)))
 
@@ -266,33 +267,42 @@ class ProximalGaussNewton(SecondOrderSolver):
 
     def block_step(self, op: GaussNewton, gradient: Vec, diagonal: Vec, keys: list[str]) -> Vec:
         params = self.params
-        h = op.noise.curvature
-        root_h = math.sqrt(h)
-        inverse_root = {k: diagonal[k].rsqrt() for k in keys}  # δ = D^-½ ζ
-
-        def forward(zeta: Vec) -> Vec:
-            delta = {k: zeta[k] * inverse_root[k] for k in keys}
-            return {f"chunk{i}": root_h * op.jvp_chunk(i, delta) for i in range(len(op.chunks))}
-
-        def adjoint(u: Vec) -> Vec:
-            back = op.vjp([u[f"chunk{i}"] for i in range(len(op.chunks))])
-            return {k: root_h * back[k] * inverse_root[k] for k in keys}
-
-        target = {f"chunk{i}": -r / root_h for i, r in enumerate(op.residuals())}
-        l1, box = {}, {}
-        if "object_phase" in keys and self.weights is not None:
-            s = inverse_root["object_phase"]
-            l1["object_phase"] = (self.weights * s, self.state["object_phase"] / s)
-        low, high = params.amplitude_min, params.amplitude_max
-        if "object_amplitude" in keys and (low is not None or high is not None):
-            s, a = inverse_root["object_amplitude"], self.state["object_amplitude"]
-            box["object_amplitude"] = (None if low is None else (low - a) / s, None if high is None else (high - a) / s)
-        prox = SeparableProx(l1, box)
-        start = prox.prox({k: torch.zeros_like(self.state[k]) for k in keys}, 0.0)  # feasible
-        tol = max(params.kkt_tol, 100 * torch.finfo(self.state["object_phase"].dtype).eps)
-        result = ssnal(LassoOperator(forward, adjoint, target, self.damping), prox, start, tol=tol,
-                       sigma_init=params.sigma_init, sigma_factor=params.sigma_factor, sigma_max=params.sigma_max,
-                       max_alm=params.max_alm, max_newton=params.max_newton, cg_max_iter=params.cg_max_iter,
-                       cg_rtol=params.cg_rtol)
+        lasso, prox, inverse_root = proximal_subproblem(
+            op, diagonal, keys, self.state, self.weights, (params.amplitude_min, params.amplitude_max), self.damping)
+        start = prox.prox({k: torch.zeros_like(self.state[k]) for k in keys}, 0.0)  # ζ = 0, projected: feasible
+        eps = torch.finfo(self.state["object_phase"].dtype).eps
+        result = ssnal(lasso, prox, start, tol=max(params.kkt_tol, 100 * eps), sigma_init=params.sigma_init,
+                       sigma_factor=params.sigma_factor, sigma_max=params.sigma_max, max_alm=params.max_alm,
+                       max_newton=params.max_newton, cg_max_iter=params.cg_max_iter,
+                       cg_rtol=max(params.cg_rtol, math.sqrt(eps)))
         self.last_result = result
         return {k: result.solution[k] * inverse_root[k] for k in keys}
+
+
+def proximal_subproblem(op: GaussNewton, diagonal: Vec, keys: list[str], state: dict[str, Tensor],
+                        l1_weights: Tensor | None, amplitude_bounds: tuple[float | None, float | None],
+                        mu: float) -> tuple[LassoOperator, SeparableProx, Vec]:
+    """The proximal Gauss-Newton subproblem in ζ = D^½ δ: A = [√h J D^-½ ; √μ I], b = [-r/√h ; 0],
+    p(ζ) = Σ (λ_r/√D_r)|√D_r φ_r + ζ_r| + box((a_min - A)√D <= ζ <= (a_max - A)√D). Returns the operator, the prox
+    and D^-½ (δ = D^-½ ζ). Data-space vectors are dicts {'chunk<i>': (B, K, K)}."""
+    root_h = math.sqrt(op.noise.curvature)
+    inverse_root = {k: diagonal[k].rsqrt() for k in keys}
+
+    def forward(zeta: Vec) -> Vec:
+        delta = {k: zeta[k] * inverse_root[k] for k in keys}
+        return {f"chunk{i}": root_h * op.jvp_chunk(i, delta) for i in range(len(op.chunks))}
+
+    def adjoint(u: Vec) -> Vec:
+        back = op.vjp([u[f"chunk{i}"] for i in range(len(op.chunks))])
+        return {k: root_h * back[k] * inverse_root[k] for k in keys}
+
+    target = {f"chunk{i}": -r / root_h for i, r in enumerate(op.residuals())}
+    l1, box = {}, {}
+    if "object_phase" in keys and l1_weights is not None:
+        s = inverse_root["object_phase"]
+        l1["object_phase"] = (l1_weights * s, state["object_phase"].detach() / s)
+    low, high = amplitude_bounds
+    if "object_amplitude" in keys and (low is not None or high is not None):
+        s, a = inverse_root["object_amplitude"], state["object_amplitude"].detach()
+        box["object_amplitude"] = (None if low is None else (low - a) / s, None if high is None else (high - a) / s)
+    return LassoOperator(forward, adjoint, target, mu), SeparableProx(l1, box), inverse_root

@@ -1,0 +1,111 @@
+"""lm: monotone objective and a final data loss at least as low as Adam's on object-only sto-tiny at the same
+number of forward evaluations; cost accounting; option errors."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ptyopt.errors import ConfigError
+from ptyopt.objective.losses import LossInputs
+
+from .conftest import make_batch, make_solver_on, random_state
+
+FROZEN = {"lr": 1.0, "start_iter": None}
+OBJECT = ("object_amplitude", "object_phase")
+
+
+def full_data_loss(engine) -> float:
+    """The configured 'single' term on all training patterns at once, at the final state."""
+    indices = torch.as_tensor(engine.train_indices)
+    term = next(t for t in engine.losses if t.name == "single")
+    with torch.no_grad():
+        out = engine.problem.model(engine.state, indices)
+        inputs = LossInputs(out.intensities, engine.fetch(engine.train_indices, indices), out.phase_patches,
+                            out.amplitude_patches, out.occupancy)
+        return float(term(inputs))
+
+
+@pytest.mark.abtem
+def test_lm_is_monotone_and_beats_adam_at_equal_forward_evaluations(tiny_config):
+    """Object only (true probe and positions, vacuum start), batches of 16. lm: 6 iterations of one LM step each;
+    Adam: as many iterations as give the same number of forward evaluations (patterns through the model), at
+    its best of three learning rates. lm's objective never rises and its final 'single' loss is <= Adam's."""
+    from ptyopt.engine import Engine
+    from ptyopt.problem import build_problem
+
+    def run(name, iterations, lr=1.0):
+        config = tiny_config(model={"probe_init": "truth", "positions_init": "truth"},
+                             optimize={"probe": FROZEN, "positions": FROZEN, "object_phase": {"lr": lr},
+                                       "object_amplitude": {"lr": lr}},
+                             solver={"name": name, "iterations": iterations, "batch_size": 16})
+        engine = Engine(build_problem(config), config.output.dir)
+        engine.run(show_progress=False)
+        return engine
+
+    lm = run("lm", 6)
+    history = np.array(lm.solver.objective_history)
+    assert np.isfinite(history).all() and len(history) == 7
+    assert (np.diff(history) <= 0).all()
+    assert history[-1] < 0.05 * history[0]
+    evaluations = lm.solver.forward_evaluations
+    assert evaluations == lm.loop.history["forward_evaluations"][-1]
+    n = len(lm.train_indices)
+    adam_iterations = math.ceil(evaluations / n)
+    adam = {lr: run("adam", adam_iterations, lr) for lr in (1e-3, 3e-3, 1e-2)}
+    assert all(engine.solver.forward_evaluations >= evaluations for engine in adam.values())
+    best_adam = min(full_data_loss(engine) for engine in adam.values())
+    print(f"lm {full_data_loss(lm):.5g} ({evaluations} evaluations, {lm.loop.elapsed_s:.1f} s); adam "
+          + ", ".join(f"lr {lr}: {full_data_loss(e):.5g} ({e.loop.elapsed_s:.1f} s)" for lr, e in adam.items()))
+    assert full_data_loss(lm) <= best_adam
+
+
+def test_forward_evaluations_follow_the_documented_count(make_problem):
+    """One iteration, object and probe, 2 batches of 8 (16 patterns), no cache: N (update) + N (preconditioner)
+    + N (linearisation) + 3N (block scales: amplitude, phase, probe) + N·n_CG + N (pred) + N (trial)."""
+    problem = make_problem()
+    truth = random_state(problem, seed=1)
+    state = {k: v.clone() for k, v in problem.initial_state.items()}
+    active = ("object_amplitude", "object_phase", "probe")
+    solver = make_solver_on(problem, "lm", {"cg_max_iter": 3, "max_rejections": 0}, state, active=active)
+    for indices in (np.arange(8), np.arange(8, 16)):
+        solver.update(make_batch(problem, truth, indices), {"single": 1.0}, True)
+    solver.end_iteration(1)
+    n = 16
+    assert 1 <= solver.cg_iterations <= 3
+    assert solver.forward_evaluations == n * (1 + 1 + 1 + 3 + solver.cg_iterations + 1 + 1)
+    assert solver.objective_history[1] < solver.objective_history[0]
+
+
+def test_amplitude_bound_is_kept(make_problem):
+    """With amplitude_max the projected steps never exceed it, and the objective still decreases."""
+    problem = make_problem()
+    truth = random_state(problem, seed=1)
+    state = {k: v.clone() for k, v in problem.initial_state.items()}
+    state["probe"] = truth["probe"].clone()
+    solver = make_solver_on(problem, "lm", {"amplitude_max": 1.0, "outer_steps": 3}, state, active=OBJECT)
+    solver.update(make_batch(problem, truth, np.arange(16)), {"single": 1.0}, True)
+    solver.end_iteration(1)
+    assert float(state["object_amplitude"].max()) <= 1.0
+    assert (np.diff(solver.objective_history) <= 0).all() and solver.objective_history[-1] < solver.objective_history[0]
+
+
+def test_bad_options_are_config_errors(make_problem):
+    problem = make_problem()
+    state = {k: v.clone() for k, v in problem.initial_state.items()}
+    with pytest.raises(ConfigError, match="did you mean 'cg_max_iter'"):
+        make_solver_on(problem, "lm", {"cg_max_iters": 5}, state)
+    with pytest.raises(ConfigError, match="noise"):
+        make_solver_on(problem, "lm", {"noise": "gauss"}, state)
+    with pytest.raises(ConfigError, match="damping_min"):
+        make_solver_on(problem, "lm", {"damping_min": 1.0, "damping_max": 0.1}, state)
+    with pytest.raises(ConfigError, match="did you mean 'lm'"):
+        make_solver_on(problem, "lmm", {}, state)
+
+
+def test_unsupported_tensors_are_config_errors(make_problem):
+    problem = make_problem(optimize={"slice_thickness": {"lr": 1.0}})
+    state = {k: v.clone() for k, v in problem.initial_state.items()}
+    with pytest.raises(ConfigError, match="slice_thickness"):
+        make_solver_on(problem, "lm", {}, state)
