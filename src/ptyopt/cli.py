@@ -259,7 +259,7 @@ def config_validate_cmd(config_path: Annotated[Path, typer.Argument(metavar="CON
     if not config.data.path.exists():
         err_console.print(f"[yellow]warning:[/] data file {config.data.path} does not exist (yet)")
     print(dump_config(config))
-    console.print(f"[green]{config_path} is valid[/]")
+    console.print(f"[green]{config_path} is valid[/]", soft_wrap=True)
 
 
 @command()

@@ -27,7 +27,16 @@ def test_schema_is_the_documented_one():
         assert f'"{key}"' in bench.__doc__, key
 
 
-def test_bench_cli_writes_json_and_counts_every_fft(tmp_path, monkeypatch):
+@pytest.fixture
+def _keep_threads():
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)  # --threads sets torch's global thread count; later tests expect the default
+
+
+def test_bench_cli_writes_json_and_counts_every_fft(tmp_path, monkeypatch, _keep_threads):
     monkeypatch.setenv("PTYOPT_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "bench.json"
     result = CliRunner().invoke(app, ["bench", "--preset", "tiny", "--warmup", "1", "--iterations", "2",

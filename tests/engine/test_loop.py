@@ -1,5 +1,6 @@
 """The engine loop: determinism, checkpoints and resume (also after kill -9), Ctrl-C, NaN guard, outputs."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -61,7 +62,9 @@ def test_kill_9_then_resume_matches_uninterrupted(tiny_config, tmp_path):
         run_reconstruction(load_config({str(config_file)!r}), out_dir={str(killed)!r}, show_progress=False,
                            callbacks=[kill])
     """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    # the same thread count as this process: float sums depend on it, and the comparison is exact
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert load_checkpoint(killed / CHECKPOINT_NAME, "cpu")["loop"]["iteration"] == 4  # checkpoint_every = 2
     resumed = run_reconstruction(config, out_dir=killed, resume=True, show_progress=False)

@@ -1,5 +1,6 @@
 """Solver stages in one run (solver.switch): history, cumulative work, the log, resume across a switch, bad configs."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -7,6 +8,7 @@ import textwrap
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from ptyopt.cli import app
@@ -71,7 +73,9 @@ def test_kill_9_after_the_switch_then_resume_matches_uninterrupted(tiny_config, 
         run_reconstruction(load_config({str(config_file)!r}), out_dir={str(killed)!r}, show_progress=False,
                            callbacks=[kill])
     """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    # the same thread count as this process: float sums depend on it, and the comparison is exact
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     checkpoint = load_checkpoint(killed / CHECKPOINT_NAME, "cpu")
     assert checkpoint["loop"]["iteration"] == 4 and checkpoint["stage"] == 1

@@ -130,4 +130,5 @@ def test_shipped_study_specs_expand():
         runs = expand_runs(spec, base)
         counts[spec.name] = len(runs)
         assert len(spec.seeds) >= 3 and "poster" in spec.profiles
-    assert counts == {"batch_geometry": 27, "late_refinement": 18, "loss_scheduling": 15, "solvers": 12}
+    assert counts == {"batch_geometry": 27, "late_refinement": 18, "loss_scheduling": 15, "solvers": 12,
+                      "second_order": 15}

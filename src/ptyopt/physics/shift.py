@@ -13,10 +13,14 @@ def shift_ramp(shape_px: tuple[int, int], shift_px: Tensor) -> Tensor:
 
     shift_px: (..., 2) shifts (sy, sx) [px]; f: dimensionless fftfreq in [-1/2, 1/2).
     """
-    fy = torch.fft.fftfreq(shape_px[0], dtype=shift_px.dtype, device=shift_px.device)[:, None]
-    fx = torch.fft.fftfreq(shape_px[1], dtype=shift_px.dtype, device=shift_px.device)[None, :]
-    phase = -2 * math.pi * (fy * shift_px[..., 0, None, None] + fx * shift_px[..., 1, None, None])
-    return torch.polar(torch.ones_like(phase), phase)
+    fy = torch.fft.fftfreq(shape_px[0], dtype=shift_px.dtype, device=shift_px.device)
+    fx = torch.fft.fftfreq(shape_px[1], dtype=shift_px.dtype, device=shift_px.device)
+    # separable: two 1-D ramps and one product, instead of a phasor evaluated on the whole grid
+    phase_y = -2 * math.pi * fy * shift_px[..., 0, None]
+    phase_x = -2 * math.pi * fx * shift_px[..., 1, None]
+    ramp_y = torch.polar(torch.ones_like(phase_y), phase_y)
+    ramp_x = torch.polar(torch.ones_like(phase_x), phase_x)
+    return ramp_y[..., :, None] * ramp_x[..., None, :]
 
 
 def fourier_shift(images: Tensor, shift_px: Tensor) -> Tensor:

@@ -42,7 +42,7 @@ from ptyopt.errors import ConfigError
 from ptyopt.physics import split_positions
 from ptyopt.solvers.base import SOLVERS, Batch
 from ptyopt.solvers.exitwave import scatter_patches
-from ptyopt.solvers.ggn import GaussNewton, Vec, axpy, dot, norm, scaled
+from ptyopt.solvers.ggn import GaussNewton, Vec, axpy, dot, norm, pcg, scaled
 from ptyopt.solvers.lm import SecondOrderParams, SecondOrderSolver
 
 
@@ -102,27 +102,6 @@ class SSNALResult:
     cg_iterations: int
 
 
-def _cg(apply: Callable[[Vec], Vec], rhs: Vec, tol: float, max_iter: int) -> tuple[Vec, int]:
-    """Plain CG for a symmetric positive definite operator on primal Vecs; stops at ‖r‖ <= tol."""
-    x = {k: torch.zeros_like(t) for k, t in rhs.items()}
-    r, p = dict(rhs), dict(rhs)
-    rr = dot(r, r)
-    used = 0
-    while used < max_iter and math.sqrt(rr) > tol:
-        ap = apply(p)
-        used += 1
-        curvature = dot(p, ap)
-        if curvature <= 0:
-            break
-        alpha = rr / curvature
-        x = axpy(alpha, p, x)
-        r = axpy(-alpha, ap, r)
-        rr_new = dot(r, r)
-        p = axpy(rr_new / rr, p, r)
-        rr = rr_new
-    return x, used
-
-
 def ssnal(op: LassoOperator, prox: SeparableProx, x0: Vec, *, tol: float, sigma_init: float = 1.0,
           sigma_factor: float = 5.0, sigma_max: float = 1e4, max_alm: int = 30, max_newton: int = 50,
           cg_max_iter: int = 100, cg_rtol: float = 1e-10) -> SSNALResult:
@@ -179,7 +158,9 @@ def ssnal(op: LassoOperator, prox: SeparableProx, x0: Vec, *, tol: float, sigma_
             # whose condition number is bounded through μ (the dual form's grows with σ)
             r = (scaled(-1.0, grad[0]), scaled(-1.0, grad[1]))
             rhs = masked(at_of(*r))
-            y, used = _cg(apply, rhs, cg_rtol * norm(rhs), cg_max_iter)
+            solve = pcg(apply, rhs, {k: torch.ones_like(t) for k, t in rhs.items()}, tol=cg_rtol * norm(rhs),
+                        max_iter=cg_max_iter)  # unpreconditioned: the system is already in scaled variables
+            y, used = solve.solution, solve.iterations
             ay = a_of(masked(y))
             direction = (axpy(-1.0, ay[0], r[0]), axpy(-1.0, ay[1], r[1]))
             newton += 1
