@@ -65,23 +65,30 @@ def _flat_window_indices(crop_yx_px: Tensor, window_px: tuple[int, int], width_p
     return (rows[:, :, None] * width_px + cols[:, None, :]).reshape(-1)
 
 
+def _gather_flat(image: Tensor, index: Tensor, n_windows: int, window_px: tuple[int, int]) -> Tensor:
+    """``gather_patches`` with the window indices already computed."""
+    lead = image.shape[:-2]
+    flat = image.reshape(-1, image.shape[-2] * image.shape[-1])
+    patches = torch.gather(flat, 1, index.expand(flat.shape[0], -1))
+    return patches.reshape(*lead, n_windows, *window_px).movedim(-3, 0)
+
+
 def gather_patches(image: Tensor, crop_yx_px: Tensor, window_px: tuple[int, int]) -> Tensor:
     """Windows of ``image`` (..., Yo, Xo) with top-left corners crop_yx_px (B, 2) [int px] -> (B, ..., Y, X).
 
     One ``torch.gather`` on the flattened canvas for the whole batch (no per-position loop): its backward is a
     single scatter-add, several times faster on CPU than the backward of two-index advanced indexing.
     """
-    lead = image.shape[:-2]
-    flat = image.reshape(-1, image.shape[-2] * image.shape[-1])
     index = _flat_window_indices(crop_yx_px, window_px, image.shape[-1])
-    patches = torch.gather(flat, 1, index.expand(flat.shape[0], -1))
-    return patches.reshape(*lead, len(crop_yx_px), *window_px).movedim(-3, 0)
+    return _gather_flat(image, index, len(crop_yx_px), window_px)
 
 
 def gather_slices(image: Tensor, crop_yx_px: Tensor, window_px: tuple[int, int]) -> list[Tensor]:
     """``gather_patches`` of an object (omode, S, Yo, Xo), returned slice by slice: S tensors (B, omode, Y, X),
-    each contiguous in memory before the final axis move, so no slice needs a copy forward or backward."""
-    return [gather_patches(one, crop_yx_px, window_px) for one in image.unbind(1)]
+    each contiguous in memory before the final axis move, so no slice needs a copy forward or backward. The
+    window indices are computed once for all slices."""
+    index = _flat_window_indices(crop_yx_px, window_px, image.shape[-1])
+    return [_gather_flat(one, index, len(crop_yx_px), window_px) for one in image.unbind(1)]
 
 
 def window_coverage(crop_yx_px: Tensor, window_px: tuple[int, int], canvas_px: tuple[int, int],
