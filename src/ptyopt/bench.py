@@ -16,9 +16,10 @@ JSON schema (``--json FILE``; ``schema_version`` changes only when a field chang
 "timed_iterations": int, "iteration_s": [float], "median_iteration_s": float, "patterns_per_s": float,
 "fft_calls_per_iteration": int, "fft_floor_s": float, "ratio_to_fft_floor": float,
 "peak_host_rss_mib": float, "peak_gpu_mib": float | null, "memory_estimate_mib": float,
-"chunks_per_batch": int, "load_average_1min": float | null}``. ``peak_host_rss_mib`` is the process's peak resident
-memory (it includes making the synthetic data on the first run); ``load_average_1min`` is the host's load before the
-timing: well above 0 means other work shared the CPU and the times are not a benchmark.
+"chunks_per_batch": int, "host_busy_fraction": float | null}``. ``peak_host_rss_mib`` is the process's peak resident
+memory (it includes making the synthetic data on the first run); ``host_busy_fraction`` is the share of the host's
+CPU time that other processes used during one second just before the timing, while the bench slept (Linux; null
+elsewhere): above about 0.1, other work shared the CPU and the times are not a benchmark.
 """
 
 from __future__ import annotations
@@ -196,6 +197,23 @@ def fft_floor_s(calls: list[tuple[str, tuple[int, ...], torch.dtype, tuple]], de
     return statistics.median(times[1:])  # the first pass plans the FFTs
 
 
+def host_busy_fraction(seconds: float = 1.0) -> float | None:
+    """Share of all cores' time that was busy during ``seconds`` while this process sleeps, from /proc/stat."""
+    stat = Path("/proc/stat")
+    if not stat.exists():
+        return None
+
+    def sample() -> tuple[int, int]:
+        values = [int(v) for v in stat.read_text().splitlines()[0].split()[1:]]
+        idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+        return sum(values), idle
+
+    total0, idle0 = sample()
+    time.sleep(seconds)
+    total1, idle1 = sample()
+    return 1.0 - (idle1 - idle0) / max(total1 - total0, 1)
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -232,7 +250,7 @@ class BenchResult:
     peak_gpu_mib: float | None = None
     memory_estimate_mib: float = 0.0
     chunks_per_batch: int = 1
-    load_average_1min: float | None = None
+    host_busy_fraction: float | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -269,7 +287,7 @@ def run_bench(preset: BenchPreset, *, device: str | None = None, warmup: int = 2
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
         engine = Engine(problem, Path(out_dir or tmp))
-        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+        busy = host_busy_fraction()
         first = preset.timed_from_iteration
         say(problem.memory.describe())
         say(f"{warmup} warm-up iterations")
@@ -304,7 +322,7 @@ def run_bench(preset: BenchPreset, *, device: str | None = None, warmup: int = 2
             peak_host_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             peak_gpu_mib=torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None,
             memory_estimate_mib=problem.memory.batch_bytes / 2**20,
-            chunks_per_batch=problem.memory.chunks_per_batch, load_average_1min=load,
+            chunks_per_batch=problem.memory.chunks_per_batch, host_busy_fraction=busy,
         )
 
 

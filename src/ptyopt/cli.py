@@ -330,9 +330,10 @@ def bench(
     for row in rows:
         table.add_row(*row)
     console.print(table)
-    if result.load_average_1min is not None and result.load_average_1min > 0.5:
-        err_console.print(f"[yellow]the host's load average was {result.load_average_1min:.1f} before the timing: "
-                          "other work shared the CPU, so these times are not a clean benchmark[/]")
+    if result.host_busy_fraction is not None and result.host_busy_fraction > 0.1:
+        busy = 100 * result.host_busy_fraction
+        err_console.print(f"[yellow]other processes used {busy:.0f} % of the CPU just before the timing: "
+                          "these times are not a clean benchmark[/]")
     if json_file is not None:
         json_file.write_text(result.to_json())
         console.print(f"written {json_file}")

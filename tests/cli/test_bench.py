@@ -13,7 +13,7 @@ SCHEMA_KEYS = {
     "patterns", "batch_size", "pattern_px", "n_slices", "probe_modes", "object_modes", "warmup_iterations",
     "timed_iterations", "iteration_s", "median_iteration_s", "patterns_per_s", "fft_calls_per_iteration",
     "fft_floor_s", "ratio_to_fft_floor", "peak_host_rss_mib", "peak_gpu_mib", "memory_estimate_mib",
-    "chunks_per_batch", "load_average_1min",
+    "chunks_per_batch", "host_busy_fraction",
 }
 
 
