@@ -239,7 +239,8 @@ class Engine:
         if payload["config"] != mine:
             raise ConfigError(
                 f"the checkpoint in {self.out_dir} was made with a different configuration; "
-                "use another --out folder or the same config (only solver.iterations may change)"
+                "use another --out folder or the same config (only solver.iterations, output, device and compute "
+                "may change)"
             )
         self._restore(payload)
         self.loop = LoopState(**payload["loop"])
