@@ -273,8 +273,9 @@ def run_bench(preset: BenchPreset, *, device: str | None = None, warmup: int = 2
 
     from ptyopt import __version__
     from ptyopt.engine import Engine
-    from ptyopt.problem import build_problem
+    from ptyopt.problem import build_problem, resolve_device
 
+    resolve_device(device or preset.device)  # fail before making data when the device is not there
     say = progress or (lambda message: None)
     cache = cache_dir or Path(os.environ.get("PTYOPT_CACHE_DIR", Path.home() / ".cache" / "ptyopt"))
     say(f"synthetic data for '{preset.name}' (cached in {cache})")
