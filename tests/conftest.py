@@ -62,3 +62,31 @@ def perturbed_positions(tiny_dataset_path, tmp_path):
     path = write_dataset(tmp_path / "perturbed.h5",
                          ds.replace(positions_ang=ds.truth.positions_ang + offsets_px * ds.dx_ang))
     return path, offsets_px, ds
+
+
+def kill_9_at(config, iteration: int, out_dir: Path) -> None:
+    """Run ``config`` in a fresh Python process into out_dir and SIGKILL it after ``iteration`` completes
+    (as a crash or an out-of-memory kill would), with this process's thread count (float sums depend on it)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    from ptyopt.config import dump_config
+
+    config_file = out_dir.parent / f"{out_dir.name}-config.yaml"
+    config_file.write_text(dump_config(config))
+    script = textwrap.dedent(f"""
+        import os, signal
+        from ptyopt.config import load_config
+        from ptyopt.reconstruct import run_reconstruction
+        def kill(engine, iteration):
+            if iteration == {iteration}:
+                os.kill(os.getpid(), signal.SIGKILL)
+        run_reconstruction(load_config({str(config_file)!r}), out_dir={str(out_dir)!r}, show_progress=False,
+                           callbacks=[kill])
+    """)
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr

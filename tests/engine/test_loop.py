@@ -1,10 +1,5 @@
 """The engine loop: determinism, checkpoints and resume (also after kill -9), Ctrl-C, NaN guard, outputs."""
 
-import os
-import signal
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -19,6 +14,7 @@ from ptyopt.io.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from ptyopt.io.result_file import read_result
 from ptyopt.objective.losses import SingleLoss
 from ptyopt.reconstruct import run_reconstruction
+from tests.conftest import kill_9_at
 
 pytestmark = pytest.mark.abtem
 
@@ -49,23 +45,8 @@ def test_same_seed_same_result_and_seed_matters(tiny_config, tmp_path):
 def test_kill_9_then_resume_matches_uninterrupted(tiny_config, tmp_path):
     config = tiny_config(optimize=REFINE, solver={"iterations": 8})
     reference = run_reconstruction(config, out_dir=tmp_path / "ref", show_progress=False)
-    config_file = tmp_path / "config.yaml"
-    config_file.write_text(dump_config(config))
     killed = tmp_path / "killed"
-    script = textwrap.dedent(f"""
-        import os, signal
-        from ptyopt.config import load_config
-        from ptyopt.reconstruct import run_reconstruction
-        def kill(engine, iteration):
-            if iteration == 5:
-                os.kill(os.getpid(), signal.SIGKILL)
-        run_reconstruction(load_config({str(config_file)!r}), out_dir={str(killed)!r}, show_progress=False,
-                           callbacks=[kill])
-    """)
-    # the same thread count as this process: float sums depend on it, and the comparison is exact
-    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    kill_9_at(config, 5, killed)
     assert load_checkpoint(killed / CHECKPOINT_NAME, "cpu")["loop"]["iteration"] == 4  # checkpoint_every = 2
     resumed = run_reconstruction(config, out_dir=killed, resume=True, show_progress=False)
     _assert_same(reference.result, resumed.result, exact=False)

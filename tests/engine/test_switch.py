@@ -1,23 +1,18 @@
 """Solver stages in one run (solver.switch): history, cumulative work, the log, resume across a switch, bad configs."""
 
-import os
-import signal
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from ptyopt.cli import app
-from ptyopt.config import dump_config, parse_config
+from ptyopt.config import parse_config
 from ptyopt.engine import Interrupted
 from ptyopt.errors import ConfigError
 from ptyopt.io.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from ptyopt.objective.losses import SingleLoss
 from ptyopt.reconstruct import run_reconstruction
+from tests.conftest import kill_9_at
 
 pytestmark = pytest.mark.abtem
 
@@ -60,23 +55,8 @@ def test_kill_9_after_the_switch_then_resume_matches_uninterrupted(tiny_config, 
     L-BFGS and reproduces the uninterrupted run, history included."""
     config = tiny_config(solver={"iterations": 6, **ADAM_THEN_LBFGS})
     reference = run_reconstruction(config, out_dir=tmp_path / "ref", show_progress=False)
-    config_file = tmp_path / "config.yaml"
-    config_file.write_text(dump_config(config))
     killed = tmp_path / "killed"
-    script = textwrap.dedent(f"""
-        import os, signal
-        from ptyopt.config import load_config
-        from ptyopt.reconstruct import run_reconstruction
-        def kill(engine, iteration):
-            if iteration == 5:
-                os.kill(os.getpid(), signal.SIGKILL)
-        run_reconstruction(load_config({str(config_file)!r}), out_dir={str(killed)!r}, show_progress=False,
-                           callbacks=[kill])
-    """)
-    # the same thread count as this process: float sums depend on it, and the comparison is exact
-    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    kill_9_at(config, 5, killed)
     checkpoint = load_checkpoint(killed / CHECKPOINT_NAME, "cpu")
     assert checkpoint["loop"]["iteration"] == 4 and checkpoint["stage"] == 1
     assert checkpoint["solver"]["memory"]["pairs"], "the L-BFGS history is part of the checkpoint"
