@@ -24,6 +24,7 @@ elsewhere): above about 0.1, other work shared the CPU and the times are not a b
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import platform
@@ -259,7 +260,7 @@ class BenchResult:
 def bench_config(preset: BenchPreset, data_path: Path, out_dir: Path, device: str, overrides: dict[str, Any]):
     raw = {**preset.config, "data": {**preset.config.get("data", {}), "path": str(data_path)},
            "output": {"dir": str(out_dir), "checkpoint_every": 10**6}, "device": device}
-    raw = json.loads(json.dumps(raw))  # a deep copy: the preset stays untouched
+    raw = copy.deepcopy(raw)  # set_dotted writes into nested sections; the preset stays untouched
     for key, value in overrides.items():
         set_dotted(raw, key, value)
     return parse_config(raw)

@@ -142,9 +142,7 @@ def build_problem(config: ReconstructionConfig) -> Problem:
     fixed = (
         opt.tilts.start_iter is None and opt.slice_thickness.start_iter is None and config.model.tilt_mode == "global"
     )
-    model = ForwardModel(config.model, geometry, fixed_propagators=fixed, device=device, real_dtype=real,
+    model = ForwardModel(config.model, geometry, state, fixed_propagators=fixed, device=device, real_dtype=real,
                          compile=config.compute.compile)
-    with torch.no_grad():  # fill the fixed-propagator cache now, never inside a torch.func transform
-        model.propagators(state, torch.arange(1, device=device))
     memory = plan_memory(config, geometry, device, complex_itemsize=2 * torch.finfo(real).bits // 8)
     return Problem(config, dataset, preprocessor, geometry, model, state, probe_power, device, real, memory)

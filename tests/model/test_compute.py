@@ -5,8 +5,7 @@ import pytest
 import torch
 
 from ptyopt.engine import Engine
-from ptyopt.model.forward import activation_bytes_per_pattern
-from ptyopt.model.memory import plan_memory
+from ptyopt.model.memory import activation_bytes_per_pattern, plan_memory
 from ptyopt.objective.batch import batch_objective_backward
 from ptyopt.problem import build_problem
 

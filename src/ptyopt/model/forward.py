@@ -96,30 +96,30 @@ class ForwardModel:
     core (``multislice_intensities``) runs through torch.compile (one graph per batch size).
     """
 
-    def __init__(self, config: ModelConfig, geometry: Geometry, *, fixed_propagators: bool,
-                 device: torch.device | str, real_dtype: torch.dtype, compile: bool = False):
+    def __init__(self, config: ModelConfig, geometry: Geometry, initial_state: dict[str, Tensor], *,
+                 fixed_propagators: bool, device: torch.device | str, real_dtype: torch.dtype, compile: bool = False):
         self.config = config
         self.geometry = geometry
         self.nominal_centres_px = torch.as_tensor(geometry.nominal_centres_px, dtype=real_dtype, device=device)
         self.ky, self.kx = frequency_grid(geometry.window_px, geometry.dx_ang, dtype=real_dtype, device=device)
-        self._fixed: Tensor | None = None
-        self._fixed_propagators = fixed_propagators
         self._core = torch.compile(multislice_intensities, dynamic=False) if compile else multislice_intensities
+        self._fixed: Tensor | None = None
+        if fixed_propagators:  # computed here, once: never inside a torch.func transform
+            with torch.no_grad():
+                self._fixed = self._compute_propagators(initial_state, torch.zeros(1, dtype=torch.long, device=device))
 
     def propagators(self, state: dict[str, Tensor], indices: Tensor) -> Tensor:
         """(S | 1, Y, X) for a global tilt, (S | 1, B, Y, X) for per-position tilts."""
-        if self._fixed_propagators and self._fixed is not None:
-            return self._fixed
+        return self._fixed if self._fixed is not None else self._compute_propagators(state, indices)
+
+    def _compute_propagators(self, state: dict[str, Tensor], indices: Tensor) -> Tensor:
         tilts = state["tilts_mrad"]
         tilt = tilts[indices] if tilts.shape[0] > 1 else tilts[0]
         dz = state["slice_thickness_ang"]
         if dz.numel() == 1:
             dz = dz.expand(self.config.n_slices)
-        h = propagator(self.ky, self.kx, dz, self.geometry.wavelength_ang, kind=self.config.propagator,
-                       tilt_mrad=tilt, band_limit=self.config.band_limit)
-        if self._fixed_propagators:
-            self._fixed = h.detach()
-        return h
+        return propagator(self.ky, self.kx, dz, self.geometry.wavelength_ang, kind=self.config.propagator,
+                          tilt_mrad=tilt, band_limit=self.config.band_limit)
 
     def centres_px(self, state: dict[str, Tensor], indices: Tensor) -> Tensor:
         return self.nominal_centres_px[indices] + state["position_offsets_px"][indices]
@@ -142,16 +142,3 @@ class ForwardModel:
         """The batch's ForwardOutput around intensities computed elsewhere (e.g. chunk by chunk)."""
         crop, _ = split_positions(self.centres_px(state, indices).detach(), self.geometry.window_px)
         return ForwardOutput(intensities, self.occupancy(state), state, crop, self.geometry.window_px)
-
-
-def activation_bytes_per_pattern(config: ModelConfig, window_px: tuple[int, int], complex_itemsize: int) -> int:
-    """Estimated memory one pattern of a batch holds during a forward + backward pass [bytes].
-
-    Autograd keeps, per slice, the wave entering it (pmode·omode waves) and the object patch (omode), and the
-    far field; the backward pass adds about two transient waves per mode pair and the shifted probes; plus real
-    per-pattern maps. Checked against the tensors autograd really saves (tests/model/test_compute.py).
-    """
-    pixels = window_px[0] * window_px[1]
-    p, o, s = config.probe_modes, config.object_modes, config.n_slices
-    waves = s * (p * o + o) + 3 * p * o + p
-    return pixels * complex_itemsize * waves + pixels * (complex_itemsize // 2) * 8

@@ -7,11 +7,23 @@ from pathlib import Path
 
 import torch
 
-from ptyopt.config import ReconstructionConfig
-from ptyopt.model.forward import activation_bytes_per_pattern
+from ptyopt.config import ModelConfig, ReconstructionConfig
 from ptyopt.model.state import Geometry
 
 MIB = 2**20
+
+
+def activation_bytes_per_pattern(config: ModelConfig, window_px: tuple[int, int], complex_itemsize: int) -> int:
+    """Estimated memory one pattern of a batch holds during a forward + backward pass [bytes].
+
+    Autograd keeps, per slice, the wave entering it (pmode·omode waves) and the object patch (omode), and the
+    far field; the backward pass adds about two transient waves per mode pair and the shifted probes; plus real
+    per-pattern maps. Checked against the tensors autograd really saves (tests/model/test_compute.py).
+    """
+    pixels = window_px[0] * window_px[1]
+    p, o, s = config.probe_modes, config.object_modes, config.n_slices
+    waves = s * (p * o + o) + 3 * p * o + p
+    return pixels * complex_itemsize * waves + pixels * (complex_itemsize // 2) * 8
 
 
 def free_memory_bytes(device: torch.device) -> int | None:

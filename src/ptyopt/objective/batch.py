@@ -19,25 +19,22 @@ def batch_objective_backward(model, state: dict[str, Tensor], indices: Tensor, m
     slice of that gradient: the same loss and gradient to round-off, for one extra forward pass per chunk.
     """
     n = len(indices)
-    if chunk_patterns >= n:
+    chunks = [slice(i, i + chunk_patterns) for i in range(0, n, chunk_patterns)] if chunk_patterns < n else []
+    if chunks:
+        with torch.no_grad():
+            intensities = torch.cat([model(state, indices[c]).intensities for c in chunks])
+        intensities.requires_grad_(True)
+        out = model.output(state, indices, intensities)
+    else:
         out = model(state, indices)
-        inputs = out.loss_inputs(meas)
-        values = {term.name: term(inputs) for term in losses}
-        _backward(sum(weights[name] * value for name, value in values.items()) * scale)
-        return {name: value.detach() for name, value in values.items()}
-    chunks = [slice(i, i + chunk_patterns) for i in range(0, n, chunk_patterns)]
-    with torch.no_grad():
-        intensities = torch.cat([model(state, indices[c]).intensities for c in chunks])
-    intensities.requires_grad_(True)
-    inputs = model.output(state, indices, intensities).loss_inputs(meas)
+    inputs = out.loss_inputs(meas)
     values = {term.name: term(inputs) for term in losses}
     _backward(sum(weights[name] * value for name, value in values.items()) * scale)
-    grad = intensities.grad
-    if grad is not None:
+    if chunks and intensities.grad is not None:
         for c in chunks:
             chunk_intensities = model(state, indices[c]).intensities
             if chunk_intensities.requires_grad:
-                chunk_intensities.backward(grad[c])
+                chunk_intensities.backward(intensities.grad[c])
     return {name: value.detach() for name, value in values.items()}
 
 

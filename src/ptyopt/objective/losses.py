@@ -39,9 +39,10 @@ class LossInputs:
     """What a loss term may look at for one batch.
 
     pred, meas: (B, Ky, Kx) intensities; phase_patches, amplitude_patches: (B, omode, S, Y, X) object patches
-    under the batch's probes, given as tensors or as zero-argument callables that are evaluated (once) only
-    when a term reads them; occupancy: (omode,). With ``canvas``, object terms use ``patch_mean``, which gives
-    the same numbers from the canvases and the window coverage at a fraction of the cost.
+    under the batch's probes, given as tensors or as zero-argument callables evaluated when a term reads them
+    (``ForwardOutput`` passes its cached gathers); occupancy: (omode,). With ``canvas``, object terms use
+    ``patch_mean``, which gives the same numbers from the canvases and the window coverage at a fraction of the
+    cost.
     """
 
     def __init__(self, pred: Tensor, meas: Tensor, phase_patches: Tensor | Callable[[], Tensor],
@@ -52,9 +53,7 @@ class LossInputs:
 
     def _patch(self, name: str) -> Tensor:
         value = self._patches[name]
-        if callable(value):
-            value = self._patches[name] = value()
-        return value
+        return value() if callable(value) else value
 
     @property
     def phase_patches(self) -> Tensor:

@@ -136,8 +136,6 @@ class GaussNewton:
         self.base = {k: v.detach() for k, v in state.items()}
         self.params = {k: self.base[k] for k in keys}
         self.evaluations = 0
-        with torch.no_grad():  # fills a fixed-propagator cache outside any torch.func transform
-            model.propagators(self.base, chunks[0].indices)
         self.amplitudes: list[Tensor] = []
         self._jvps: list[Callable] = []
         self._pullbacks: list[Callable] = []
