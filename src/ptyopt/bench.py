@@ -268,7 +268,7 @@ def bench_config(preset: BenchPreset, data_path: Path, out_dir: Path, device: st
 
 def run_bench(preset: BenchPreset, *, device: str | None = None, warmup: int = 2, iterations: int = 5,
               overrides: dict[str, Any] | None = None, cache_dir: Path | None = None, out_dir: Path | None = None,
-              progress: Callable[[str], None] | None = None) -> BenchResult:
+              progress: Callable[[str], None] | None = None, profile: Path | None = None) -> BenchResult:
     """Time ``iterations`` iterations after ``warmup`` ones; see the module docstring for what is measured."""
     import tempfile
 
@@ -309,6 +309,9 @@ def run_bench(preset: BenchPreset, *, device: str | None = None, warmup: int = 2
             engine._iterate(first + warmup + iterations)
         say(f"FFT floor ({len(recorder.calls)} FFTs)")
         floor = fft_floor_s(recorder.calls, dev)
+        if profile is not None:
+            say("profiling one more iteration")
+            profile.write_text(profile_iteration(engine, first + warmup + iterations + 1, dev))
         median = statistics.median(times)
         n = len(engine.train_indices)
         cfg = config.model
@@ -326,6 +329,19 @@ def run_bench(preset: BenchPreset, *, device: str | None = None, warmup: int = 2
             memory_estimate_mib=problem.memory.batch_bytes / 2**20,
             chunks_per_batch=problem.memory.chunks_per_batch, host_busy_fraction=busy,
         )
+
+
+def profile_iteration(engine, iteration: int, device: torch.device, rows: int = 30) -> str:
+    """One iteration under torch.profiler: the operators by self time (device time on a GPU), as a text table."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with torch_profile(activities=activities) as prof:
+        engine._iterate(iteration)
+        _sync(device)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=rows)
 
 
 def _device_name(device: torch.device) -> str:

@@ -301,6 +301,8 @@ def bench(
     compile: Annotated[bool, typer.Option(help="torch.compile the multislice forward")] = False,
     chunk_patterns: Annotated[int | None, typer.Option(min=1, help="force chunks of this many patterns")] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for torch")] = None,
+    profile: Annotated[Path | None, typer.Option(help="profile one more iteration; write the operator table here")]
+    = None,
 ) -> None:
     """Time a reconstruction setup: median s/iteration, patterns/s, peak memory and the measured FFT floor."""
     from ptyopt.bench import get_bench_preset, run_bench
@@ -313,7 +315,8 @@ def bench(
         overrides["compute.threads"] = threads
     with err_console.status(f"bench {chosen.name}") as status:
         result = run_bench(chosen, device=device, warmup=warmup, iterations=iterations, overrides=overrides,
-                           progress=lambda message: status.update(f"bench {chosen.name}: {message}"))
+                           progress=lambda message: status.update(f"bench {chosen.name}: {message}"),
+                           profile=profile)
     table = Table(title=f"ptyopt bench {result.preset}", show_header=False)
     rows = [
         ("setup", result.description),
@@ -337,6 +340,8 @@ def bench(
     if json_file is not None:
         json_file.write_text(result.to_json())
         console.print(f"written {json_file}")
+    if profile is not None:
+        console.print(f"written {profile}")
 
 
 @command()

@@ -1,0 +1,5 @@
+"""``python -m ptyopt`` runs the command-line interface (the same as the ``ptyopt`` command)."""
+
+from ptyopt.cli import main
+
+main()
