@@ -77,7 +77,13 @@ def test_every_solver_runs_on_cuda_and_tracks_the_cpu(data_path, tmp_path, solve
     cpu, gpu = (runs[d].result for d in ("cpu", "cuda"))
     assert np.isfinite(gpu.history["total"]).all()
     np.testing.assert_allclose(gpu.history["total"], cpu.history["total"], rtol=2e-3)
-    np.testing.assert_allclose(gpu.object_phase, cpu.object_phase, atol=2e-3)
+    # the change the solver made agrees; pixel by pixel, sign-normalised steps (Adam) can differ by lr where
+    # the gradient is at round-off level, so the comparison is of the whole change
+    start = build_problem(_config(data_path, tmp_path / "start", "cpu", **overrides)).initial_state
+    change_cpu = cpu.object_phase - start["object_phase"].numpy()
+    change_gpu = gpu.object_phase - start["object_phase"].numpy()
+    relative = np.linalg.norm(change_gpu - change_cpu) / np.linalg.norm(change_cpu)
+    assert relative < 1e-2, (relative, np.abs(change_gpu - change_cpu).max(), np.abs(change_cpu).max())
     assert (runs["cuda"].out_dir / "result.h5").exists()
 
 
@@ -87,3 +93,24 @@ def test_bench_on_cuda_reports_gpu_memory(data_path, tmp_path):
     assert result.device.startswith("cuda")
     assert result.peak_gpu_mib is not None and result.peak_gpu_mib > 0
     assert result.fft_floor_s > 0 and result.median_iteration_s > result.fft_floor_s
+
+
+def test_cuda_graphs_compiled_forward_matches_eager(data_path, tmp_path):
+    """compute.compile_mode 'reduce-overhead' replays the forward and backward as CUDA graphs: same numbers."""
+    results = []
+    for overrides in ({}, {"compute.compile": True, "compute.compile_mode": "reduce-overhead"}):
+        config = _config(data_path, tmp_path / str(len(results)), "cuda", **overrides)
+        problem = build_problem(config)
+        state = {k: v.detach().clone().requires_grad_(k in REFINED) for k, v in problem.initial_state.items()}
+        outputs = []
+        for start in (0, 16, 0):  # a replay with other indices, then the first batch again
+            indices = torch.arange(start, start + 16, device=problem.device)
+            intensities = problem.model(state, indices).intensities
+            grads = torch.autograd.grad(intensities.square().sum(), [state[k] for k in REFINED])
+            outputs.append((intensities.detach().cpu(), [g.detach().cpu() for g in grads]))
+        results.append(outputs)
+    for (eager_i, eager_g), (graph_i, graph_g) in zip(*results, strict=True):
+        torch.testing.assert_close(graph_i, eager_i, rtol=1e-4, atol=1e-6)
+        for e, g in zip(eager_g, graph_g, strict=True):
+            scale = e.abs().max()
+            torch.testing.assert_close(g / scale, e / scale, rtol=1e-3, atol=1e-4)

@@ -299,6 +299,7 @@ def bench(
     warmup: Annotated[int, typer.Option(min=0, help="untimed iterations first")] = 2,
     iterations: Annotated[int, typer.Option(min=1, help="timed iterations (the median is reported)")] = 5,
     compile: Annotated[bool, typer.Option(help="torch.compile the multislice forward")] = False,
+    compile_mode: Annotated[str, typer.Option(help="default, or reduce-overhead (CUDA graphs on a GPU)")] = "default",
     chunk_patterns: Annotated[int | None, typer.Option(min=1, help="force chunks of this many patterns")] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for torch")] = None,
     profile: Annotated[Path | None, typer.Option(help="profile one more iteration; write the operator table here")]
@@ -308,7 +309,7 @@ def bench(
     from ptyopt.bench import get_bench_preset, run_bench
 
     chosen = get_bench_preset(preset)
-    overrides: dict[str, Any] = {"compute.compile": compile}
+    overrides: dict[str, Any] = {"compute.compile": compile, "compute.compile_mode": compile_mode}
     if chunk_patterns is not None:
         overrides["compute.chunk_patterns"] = chunk_patterns
     if threads is not None:
@@ -320,7 +321,8 @@ def bench(
     table = Table(title=f"ptyopt bench {result.preset}", show_header=False)
     rows = [
         ("setup", result.description),
-        ("device", f"{result.device}, {result.threads} threads, compile {'on' if result.compile else 'off'}"),
+        ("device", f"{result.device}, {result.threads} threads, "
+                   f"compile {result.compile_mode if result.compile else 'off'}"),
         ("time per iteration", f"{result.median_iteration_s:.3f} s (median of {result.timed_iterations})"),
         ("patterns per second", f"{result.patterns_per_s:,.0f}"),
         ("FFT floor", f"{result.fft_floor_s:.3f} s ({result.fft_calls_per_iteration} FFT calls per iteration)"),

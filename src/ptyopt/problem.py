@@ -143,6 +143,6 @@ def build_problem(config: ReconstructionConfig) -> Problem:
         opt.tilts.start_iter is None and opt.slice_thickness.start_iter is None and config.model.tilt_mode == "global"
     )
     model = ForwardModel(config.model, geometry, state, fixed_propagators=fixed, device=device, real_dtype=real,
-                         compile=config.compute.compile)
+                         compile_mode=config.compute.compile_mode if config.compute.compile else None)
     memory = plan_memory(config, geometry, device, complex_itemsize=2 * torch.finfo(real).bits // 8)
     return Problem(config, dataset, preprocessor, geometry, model, state, probe_power, device, real, memory)

@@ -10,7 +10,8 @@ from ptyopt.cli import app
 
 SCHEMA_KEYS = {
     "schema_version", "preset", "description", "device", "torch_version", "ptyopt_version", "threads", "compile",
-    "patterns", "batch_size", "pattern_px", "n_slices", "probe_modes", "object_modes", "warmup_iterations",
+    "compile_mode", "patterns", "batch_size", "pattern_px", "n_slices", "probe_modes", "object_modes",
+    "warmup_iterations",
     "timed_iterations", "iteration_s", "median_iteration_s", "patterns_per_s", "fft_calls_per_iteration",
     "fft_floor_s", "ratio_to_fft_floor", "peak_host_rss_mib", "peak_gpu_mib", "memory_estimate_mib",
     "chunks_per_batch", "host_busy_fraction",
