@@ -64,8 +64,10 @@ def test_loss_and_gradient_on_cuda_match_the_cpu(data_path, tmp_path, chunk):
 
 
 @pytest.mark.parametrize("solver", ["adam", "epie", "lsqml", "lbfgs", "lm", "ssnal"])
-def test_every_solver_runs_on_cuda_and_tracks_the_cpu(data_path, tmp_path, solver):
-    overrides = {"solver.name": solver}
+def test_every_solver_runs_on_cuda_and_matches_the_cpu_in_float64(data_path, tmp_path, solver):
+    """Whole runs are compared in float64: a few float32 Adam iterations amplify round-off to ~0.4 % of the loss
+    (CPU float32 vs CPU float64 on this set: 0.44 % and 0.016 rad), too much to tell a real difference from."""
+    overrides = {"solver.name": solver, "model.precision": "float64"}
     if solver in ("lbfgs", "lm", "ssnal"):
         overrides["solver.iterations"] = 2
     if solver == "ssnal":  # small inner loops: its default caps make one iteration a minute on this size
@@ -76,14 +78,9 @@ def test_every_solver_runs_on_cuda_and_tracks_the_cpu(data_path, tmp_path, solve
         runs[device] = run_reconstruction(config, show_progress=False)
     cpu, gpu = (runs[d].result for d in ("cpu", "cuda"))
     assert np.isfinite(gpu.history["total"]).all()
-    np.testing.assert_allclose(gpu.history["total"], cpu.history["total"], rtol=2e-3)
-    # the change the solver made agrees; pixel by pixel, sign-normalised steps (Adam) can differ by lr where
-    # the gradient is at round-off level, so the comparison is of the whole change
-    start = build_problem(_config(data_path, tmp_path / "start", "cpu", **overrides)).initial_state
-    change_cpu = cpu.object_phase - start["object_phase"].numpy()
-    change_gpu = gpu.object_phase - start["object_phase"].numpy()
-    relative = np.linalg.norm(change_gpu - change_cpu) / np.linalg.norm(change_cpu)
-    assert relative < 1e-2, (relative, np.abs(change_gpu - change_cpu).max(), np.abs(change_cpu).max())
+    np.testing.assert_allclose(gpu.history["total"], cpu.history["total"], rtol=1e-7)
+    np.testing.assert_allclose(gpu.object_phase, cpu.object_phase, atol=1e-7)
+    np.testing.assert_allclose(gpu.probe, cpu.probe, atol=1e-7 * np.abs(cpu.probe).max())
     assert (runs["cuda"].out_dir / "result.h5").exists()
 
 

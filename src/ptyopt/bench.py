@@ -11,7 +11,7 @@ on the same device. ``ratio = median iteration time / FFT floor``; 1 would mean 
 
 JSON schema (``--json FILE``; ``schema_version`` changes only when a field changes meaning or is removed):
 ``{"schema_version": 1, "preset": str, "description": str, "device": str, "torch_version": str,
-"ptyopt_version": str, "threads": int, "compile": bool, "compile_mode": str, "patterns": int, "batch_size": int,
+"ptyopt_version": str, "threads": int, "compile": bool, "patterns": int, "batch_size": int,
 "pattern_px": int, "n_slices": int, "probe_modes": int, "object_modes": int, "warmup_iterations": int,
 "timed_iterations": int, "iteration_s": [float], "median_iteration_s": float, "patterns_per_s": float,
 "fft_calls_per_iteration": int, "fft_floor_s": float, "ratio_to_fft_floor": float,
@@ -233,7 +233,6 @@ class BenchResult:
     ptyopt_version: str
     threads: int
     compile: bool
-    compile_mode: str
     patterns: int
     batch_size: int
     pattern_px: int
@@ -319,8 +318,7 @@ def run_bench(preset: BenchPreset, *, device: str | None = None, warmup: int = 2
         return BenchResult(
             schema_version=SCHEMA_VERSION, preset=preset.name, description=preset.description,
             device=_device_name(dev), torch_version=torch.__version__, ptyopt_version=__version__,
-            threads=torch.get_num_threads(), compile=config.compute.compile,
-            compile_mode=config.compute.compile_mode, patterns=n,
+            threads=torch.get_num_threads(), compile=config.compute.compile, patterns=n,
             batch_size=config.solver.batch_size,
             pattern_px=problem.geometry.window_px[0], n_slices=cfg.n_slices, probe_modes=cfg.probe_modes,
             object_modes=cfg.object_modes, warmup_iterations=warmup, timed_iterations=iterations,

@@ -299,17 +299,16 @@ def bench(
     warmup: Annotated[int, typer.Option(min=0, help="untimed iterations first")] = 2,
     iterations: Annotated[int, typer.Option(min=1, help="timed iterations (the median is reported)")] = 5,
     compile: Annotated[bool, typer.Option(help="torch.compile the multislice forward")] = False,
-    compile_mode: Annotated[str, typer.Option(help="default, or reduce-overhead (CUDA graphs on a GPU)")] = "default",
     chunk_patterns: Annotated[int | None, typer.Option(min=1, help="force chunks of this many patterns")] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for torch")] = None,
-    profile: Annotated[Path | None, typer.Option(help="profile one more iteration; write the operator table here")]
-    = None,
+    op_profile: Annotated[Path | None, typer.Option(
+        help="profile one more iteration; write the operator table (torch.profiler) to this text file")] = None,
 ) -> None:
     """Time a reconstruction setup: median s/iteration, patterns/s, peak memory and the measured FFT floor."""
     from ptyopt.bench import get_bench_preset, run_bench
 
     chosen = get_bench_preset(preset)
-    overrides: dict[str, Any] = {"compute.compile": compile, "compute.compile_mode": compile_mode}
+    overrides: dict[str, Any] = {"compute.compile": compile}
     if chunk_patterns is not None:
         overrides["compute.chunk_patterns"] = chunk_patterns
     if threads is not None:
@@ -317,12 +316,11 @@ def bench(
     with err_console.status(f"bench {chosen.name}") as status:
         result = run_bench(chosen, device=device, warmup=warmup, iterations=iterations, overrides=overrides,
                            progress=lambda message: status.update(f"bench {chosen.name}: {message}"),
-                           profile=profile)
+                           profile=op_profile)
     table = Table(title=f"ptyopt bench {result.preset}", show_header=False)
     rows = [
         ("setup", result.description),
-        ("device", f"{result.device}, {result.threads} threads, "
-                   f"compile {result.compile_mode if result.compile else 'off'}"),
+        ("device", f"{result.device}, {result.threads} threads, compile {'on' if result.compile else 'off'}"),
         ("time per iteration", f"{result.median_iteration_s:.3f} s (median of {result.timed_iterations})"),
         ("patterns per second", f"{result.patterns_per_s:,.0f}"),
         ("FFT floor", f"{result.fft_floor_s:.3f} s ({result.fft_calls_per_iteration} FFT calls per iteration)"),
@@ -342,8 +340,8 @@ def bench(
     if json_file is not None:
         json_file.write_text(result.to_json())
         console.print(f"written {json_file}")
-    if profile is not None:
-        console.print(f"written {profile}")
+    if op_profile is not None:
+        console.print(f"written {op_profile}")
 
 
 @command()

@@ -206,10 +206,6 @@ class ComputeConfig(StrictModel):
         False, description="torch.compile the multislice forward: on 2 CPU cores 5-10 % faster per iteration, but "
         "each (re)compilation costs ~25 s (inductor generates no code for complex tensors); see docs/performance.md",
     )
-    compile_mode: Literal["default", "reduce-overhead"] = Field(
-        "default", description="torch.compile mode when compile is on: 'reduce-overhead' also replays the compiled "
-        "forward and backward as CUDA graphs (GPU only), which removes the per-kernel launch cost of small batches",
-    )
     threads: int | None = Field(
         None, ge=1, description="CPU threads for torch (None: torch's default, one per core); set it when several "
         "runs share a machine, or they slow each other down badly",

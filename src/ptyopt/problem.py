@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -142,7 +143,11 @@ def build_problem(config: ReconstructionConfig) -> Problem:
     fixed = (
         opt.tilts.start_iter is None and opt.slice_thickness.start_iter is None and config.model.tilt_mode == "global"
     )
+    if config.compute.compile and device.type == "cuda":
+        warnings.warn("compute.compile on a GPU is not verified against the eager model (a CUDA-graph variant gave "
+                      "wrong position gradients) and measured no faster there; prefer compile: false",
+                      stacklevel=2)
     model = ForwardModel(config.model, geometry, state, fixed_propagators=fixed, device=device, real_dtype=real,
-                         compile_mode=config.compute.compile_mode if config.compute.compile else None)
+                         compile=config.compute.compile)
     memory = plan_memory(config, geometry, device, complex_itemsize=2 * torch.finfo(real).bits // 8)
     return Problem(config, dataset, preprocessor, geometry, model, state, probe_power, device, real, memory)

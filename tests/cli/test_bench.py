@@ -10,8 +10,7 @@ from ptyopt.cli import app
 
 SCHEMA_KEYS = {
     "schema_version", "preset", "description", "device", "torch_version", "ptyopt_version", "threads", "compile",
-    "compile_mode", "patterns", "batch_size", "pattern_px", "n_slices", "probe_modes", "object_modes",
-    "warmup_iterations",
+    "patterns", "batch_size", "pattern_px", "n_slices", "probe_modes", "object_modes", "warmup_iterations",
     "timed_iterations", "iteration_s", "median_iteration_s", "patterns_per_s", "fft_calls_per_iteration",
     "fft_floor_s", "ratio_to_fft_floor", "peak_host_rss_mib", "peak_gpu_mib", "memory_estimate_mib",
     "chunks_per_batch", "host_busy_fraction",
@@ -41,7 +40,7 @@ def test_bench_cli_writes_json_and_counts_every_fft(tmp_path, monkeypatch, _keep
     monkeypatch.setenv("PTYOPT_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "bench.json"
     result = CliRunner().invoke(app, ["bench", "--preset", "tiny", "--warmup", "1", "--iterations", "2",
-                                      "--threads", "1", "--json", str(out)])
+                                      "--threads", "1", "--json", str(out), "--op-profile", str(tmp_path / "ops.txt")])
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     assert set(data) == SCHEMA_KEYS and data["schema_version"] == 1
@@ -55,6 +54,9 @@ def test_bench_cli_writes_json_and_counts_every_fft(tmp_path, monkeypatch, _keep
     assert len(data["iteration_s"]) == 2 and data["median_iteration_s"] > data["fft_floor_s"] > 0
     assert data["ratio_to_fft_floor"] == pytest.approx(data["median_iteration_s"] / data["fft_floor_s"])
     assert data["chunks_per_batch"] == 1 and data["threads"] == 1
+    # the profiled iteration's operator table names the FFTs and the products
+    table = (tmp_path / "ops.txt").read_text()
+    assert "aten::_fft_c2c" in table and "aten::mul" in table
     # the cached synthetic data are reused
     assert list((tmp_path / "cache").glob("bench-tiny.h5"))
 

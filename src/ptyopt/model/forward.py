@@ -92,20 +92,17 @@ class ForwardModel:
 
     Positions are nominal centres + refined offsets, split into an integer crop and a sub-pixel shift at
     every call, so a refined position that crosses half a pixel moves the crop instead of wrapping the probe.
-    Propagators are computed once when neither tilts nor thicknesses can change. With a ``compile_mode``
-    ('default', 'reduce-overhead') the pure core (``multislice_intensities``) runs through torch.compile in that
-    mode (one graph per batch size); None runs it eagerly.
+    Propagators are computed once when neither tilts nor thicknesses can change. With ``compile`` the pure
+    core (``multislice_intensities``) runs through torch.compile (one graph per batch size).
     """
 
     def __init__(self, config: ModelConfig, geometry: Geometry, initial_state: dict[str, Tensor], *,
-                 fixed_propagators: bool, device: torch.device | str, real_dtype: torch.dtype,
-                 compile_mode: str | None = None):
+                 fixed_propagators: bool, device: torch.device | str, real_dtype: torch.dtype, compile: bool = False):
         self.config = config
         self.geometry = geometry
         self.nominal_centres_px = torch.as_tensor(geometry.nominal_centres_px, dtype=real_dtype, device=device)
         self.ky, self.kx = frequency_grid(geometry.window_px, geometry.dx_ang, dtype=real_dtype, device=device)
-        self._core = (multislice_intensities if compile_mode is None
-                      else torch.compile(multislice_intensities, dynamic=False, mode=compile_mode))
+        self._core = torch.compile(multislice_intensities, dynamic=False) if compile else multislice_intensities
         self._fixed: Tensor | None = None
         if fixed_propagators:  # computed here, once: never inside a torch.func transform
             with torch.no_grad():
