@@ -8,13 +8,15 @@ is active, and reports the median time per iteration.
 The FFT floor is measured, not estimated: every FFT the iteration runs (forward and backward, with its shape,
 dtype and dimensions) is recorded once with a dispatch mode, and the same list of FFTs is then run back to back
 on the same device. ``ratio = median iteration time / FFT floor``; 1 would mean that nothing but FFTs costs time.
+``fft_in_iteration_s`` is what the same FFTs took where they ran, inside the recorded iteration: above the floor
+when the iteration's data are not in cache as the replay's are.
 
 JSON schema (``--json FILE``; ``schema_version`` changes only when a field changes meaning or is removed):
 ``{"schema_version": 1, "preset": str, "description": str, "device": str, "torch_version": str,
 "ptyopt_version": str, "threads": int, "compile": bool, "patterns": int, "batch_size": int,
 "pattern_px": int, "n_slices": int, "probe_modes": int, "object_modes": int, "warmup_iterations": int,
 "timed_iterations": int, "iteration_s": [float], "median_iteration_s": float, "patterns_per_s": float,
-"fft_calls_per_iteration": int, "fft_floor_s": float, "ratio_to_fft_floor": float,
+"fft_calls_per_iteration": int, "fft_floor_s": float, "ratio_to_fft_floor": float, "fft_in_iteration_s": float,
 "peak_host_rss_mib": float, "peak_gpu_mib": float | null, "memory_estimate_mib": float,
 "chunks_per_batch": int, "host_busy_fraction": float | null}``. ``peak_host_rss_mib`` is the process's peak resident
 memory (it includes making the synthetic data on the first run); ``host_busy_fraction`` is the share of the host's
@@ -164,17 +166,27 @@ def synthetic_dataset(preset: BenchPreset, cache_dir: Path) -> Path:
 
 
 class FFTRecorder(TorchDispatchMode):
-    """Records every FFT dispatched while active: (op name, input shape, dtype, args after the input)."""
+    """Records every FFT dispatched while active: (op name, input shape, dtype, args after the input), and the
+    wall time the FFTs took where they ran (``seconds``; synchronised on a GPU, so only meaningful there when
+    nothing else is timed)."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: torch.device | None = None) -> None:
         super().__init__()
         self.calls: list[tuple[str, tuple[int, ...], torch.dtype, tuple]] = []
+        self.seconds = 0.0
+        self.device = device or torch.device("cpu")
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func.__name__.split(".")[0]
-        if name in FFT_OPS:
-            self.calls.append((name, tuple(args[0].shape), args[0].dtype, tuple(args[1:])))
-        return func(*args, **(kwargs or {}))
+        if name not in FFT_OPS:
+            return func(*args, **(kwargs or {}))
+        self.calls.append((name, tuple(args[0].shape), args[0].dtype, tuple(args[1:])))
+        _sync(self.device)
+        t0 = time.perf_counter()
+        out = func(*args, **(kwargs or {}))
+        _sync(self.device)
+        self.seconds += time.perf_counter() - t0
+        return out
 
 
 def fft_floor_s(calls: list[tuple[str, tuple[int, ...], torch.dtype, tuple]], device: torch.device,
@@ -247,6 +259,7 @@ class BenchResult:
     fft_calls_per_iteration: int = 0
     fft_floor_s: float = 0.0
     ratio_to_fft_floor: float = 0.0
+    fft_in_iteration_s: float = 0.0
     peak_host_rss_mib: float = 0.0
     peak_gpu_mib: float | None = None
     memory_estimate_mib: float = 0.0
@@ -304,7 +317,7 @@ def run_bench(preset: BenchPreset, *, device: str | None = None, warmup: int = 2
             _sync(dev)
             times.append(time.perf_counter() - t0)
         say("recording the iteration's FFTs")
-        recorder = FFTRecorder()
+        recorder = FFTRecorder(dev)
         with recorder:
             engine._iterate(first + warmup + iterations)
         say(f"FFT floor ({len(recorder.calls)} FFTs)")
@@ -324,6 +337,7 @@ def run_bench(preset: BenchPreset, *, device: str | None = None, warmup: int = 2
             object_modes=cfg.object_modes, warmup_iterations=warmup, timed_iterations=iterations,
             iteration_s=times, median_iteration_s=median, patterns_per_s=n / median,
             fft_calls_per_iteration=len(recorder.calls), fft_floor_s=floor, ratio_to_fft_floor=median / floor,
+            fft_in_iteration_s=recorder.seconds,
             peak_host_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             peak_gpu_mib=torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None,
             memory_estimate_mib=problem.memory.batch_bytes / 2**20,

@@ -12,8 +12,8 @@ SCHEMA_KEYS = {
     "schema_version", "preset", "description", "device", "torch_version", "ptyopt_version", "threads", "compile",
     "patterns", "batch_size", "pattern_px", "n_slices", "probe_modes", "object_modes", "warmup_iterations",
     "timed_iterations", "iteration_s", "median_iteration_s", "patterns_per_s", "fft_calls_per_iteration",
-    "fft_floor_s", "ratio_to_fft_floor", "peak_host_rss_mib", "peak_gpu_mib", "memory_estimate_mib",
-    "chunks_per_batch", "host_busy_fraction",
+    "fft_floor_s", "ratio_to_fft_floor", "fft_in_iteration_s", "peak_host_rss_mib", "peak_gpu_mib",
+    "memory_estimate_mib", "chunks_per_batch", "host_busy_fraction",
 }
 
 
@@ -53,6 +53,7 @@ def test_bench_cli_writes_json_and_counts_every_fft(tmp_path, monkeypatch, _keep
     assert data["pattern_px"] == tiny.detector_px // 2  # resampled x0.5 on the fly
     assert len(data["iteration_s"]) == 2 and data["median_iteration_s"] > data["fft_floor_s"] > 0
     assert data["ratio_to_fft_floor"] == pytest.approx(data["median_iteration_s"] / data["fft_floor_s"])
+    assert 0 < data["fft_in_iteration_s"] < data["median_iteration_s"] * 3  # (the recorded iteration is not timed)
     assert data["chunks_per_batch"] == 1 and data["threads"] == 1
     # the profiled iteration's operator table names the FFTs and the products
     table = (tmp_path / "ops.txt").read_text()
