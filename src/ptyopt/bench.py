@@ -281,7 +281,7 @@ def bench_config(preset: BenchPreset, data_path: Path, out_dir: Path, device: st
 
 def run_bench(preset: BenchPreset, *, device: str | None = None, warmup: int = 2, iterations: int = 5,
               overrides: dict[str, Any] | None = None, cache_dir: Path | None = None, out_dir: Path | None = None,
-              progress: Callable[[str], None] | None = None, profile: Path | None = None) -> BenchResult:
+              progress: Callable[[str], None] | None = None, op_profile: Path | None = None) -> BenchResult:
     """Time ``iterations`` iterations after ``warmup`` ones; see the module docstring for what is measured."""
     import tempfile
 
@@ -322,9 +322,9 @@ def run_bench(preset: BenchPreset, *, device: str | None = None, warmup: int = 2
             engine._iterate(first + warmup + iterations)
         say(f"FFT floor ({len(recorder.calls)} FFTs)")
         floor = fft_floor_s(recorder.calls, dev)
-        if profile is not None:
+        if op_profile is not None:
             say("profiling one more iteration")
-            profile.write_text(profile_iteration(engine, first + warmup + iterations + 1, dev))
+            op_profile.write_text(profile_iteration(engine, first + warmup + iterations + 1, dev))
         median = statistics.median(times)
         n = len(engine.train_indices)
         cfg = config.model

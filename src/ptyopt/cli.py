@@ -316,7 +316,7 @@ def bench(
     with err_console.status(f"bench {chosen.name}") as status:
         result = run_bench(chosen, device=device, warmup=warmup, iterations=iterations, overrides=overrides,
                            progress=lambda message: status.update(f"bench {chosen.name}: {message}"),
-                           profile=op_profile)
+                           op_profile=op_profile)
     table = Table(title=f"ptyopt bench {result.preset}", show_header=False)
     rows = [
         ("setup", result.description),
