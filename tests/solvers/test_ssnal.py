@@ -46,8 +46,8 @@ def prox_flat(v, t, weights, centre, lower, upper, n_amplitude):
     return torch.cat([amplitude, phase])
 
 
-def test_subproblem_meets_kkt_and_matches_fista(make_problem):
-    problem = make_problem()
+def _subproblem(problem):
+    """A proximal Gauss-Newton subproblem on 4 positions: L1 on the phase, an upper bound on the amplitude."""
     truth = random_state(problem, seed=1)
     state = random_state(problem, seed=2, phase_rad=0.3)
     indices = torch.tensor([0, 1, 4, 5])
@@ -61,6 +61,23 @@ def test_subproblem_meets_kkt_and_matches_fista(make_problem):
     mu = 0.05
     lasso, prox, inverse_root = proximal_subproblem(op, diagonal, KEYS, state, weights, (None, 0.95), mu)
     start = prox.prox({k: torch.zeros_like(state[k]) for k in KEYS}, 0.0)
+    return state, chunks, noise, op, diagonal, weights, mu, lasso, prox, inverse_root, start
+
+
+def test_subproblem_stops_when_its_kkt_residual_stalls(make_problem):
+    """A tolerance below the dtype's round-off floor: SSNAL stops after stall_alm ALM steps without a 10 % gain,
+    not at max_alm, with the residual it reached meanwhile."""
+    *_, lasso, prox, _, start = _subproblem(make_problem())
+    result = ssnal(lasso, prox, start, tol=1e-30, max_alm=100, stall_alm=3)
+    assert result.stalled and result.alm_iterations <= 20  # 12 here: the float64 floor is reached near 5e-15
+    assert result.kkt < 1e-13
+    converged = ssnal(lasso, prox, start, tol=1e-10)
+    assert not converged.stalled and converged.kkt < 1e-10
+
+
+def test_subproblem_meets_kkt_and_matches_fista(make_problem):
+    problem = make_problem()
+    state, chunks, noise, op, diagonal, weights, mu, lasso, prox, inverse_root, start = _subproblem(problem)
     result = ssnal(lasso, prox, start, tol=1e-10)
     assert result.kkt < 1e-10
 

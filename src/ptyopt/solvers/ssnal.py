@@ -100,12 +100,15 @@ class SSNALResult:
     alm_iterations: int
     newton_iterations: int
     cg_iterations: int
+    stalled: bool = False  # stopped because the KKT residual stopped falling (round-off), not at tol
 
 
 def ssnal(op: LassoOperator, prox: SeparableProx, x0: Vec, *, tol: float, sigma_init: float = 1.0,
           sigma_factor: float = 5.0, sigma_max: float = 1e4, max_alm: int = 30, max_newton: int = 50,
-          cg_max_iter: int = 100, cg_rtol: float = 1e-10) -> SSNALResult:
-    """min_x ½‖Ax - b‖² + p(x) by SSNAL (see the module docstring); x0 must be feasible for the box."""
+          cg_max_iter: int = 100, cg_rtol: float = 1e-10, stall_alm: int = 3) -> SSNALResult:
+    """min_x ½‖Ax - b‖² + p(x) by SSNAL (see the module docstring); x0 must be feasible for the box. Stops at
+    KKT residual <= tol, after max_alm ALM steps, or when stall_alm ALM steps in a row did not lower the best
+    KKT residual by 10 % (the round-off floor of the dtype: float32 stalls near 1e-3)."""
     root_mu = math.sqrt(op.mu)
     b = op.target
 
@@ -127,7 +130,8 @@ def ssnal(op: LassoOperator, prox: SeparableProx, x0: Vec, *, tol: float, sigma_
     kkt = kkt_of(x, ax)
     sigma = sigma_init
     newton = cg_total = alm = 0
-    while alm < max_alm and kkt > tol:
+    best, since_best = kkt, 0
+    while alm < max_alm and kkt > tol and since_best < stall_alm:
         alm += 1
 
         def psi(xi_: tuple[Vec, Vec], v_: Vec, z_: Vec, sigma: float = sigma) -> float:
@@ -185,7 +189,8 @@ def ssnal(op: LassoOperator, prox: SeparableProx, x0: Vec, *, tol: float, sigma_
         x, ax = z, az  # the multiplier update x <- prox_σp(x - σAᵀξ)
         kkt = kkt_of(x, ax)
         sigma = min(sigma * sigma_factor, sigma_max)
-    return SSNALResult(x, kkt, alm, newton, cg_total)
+        best, since_best = (kkt, 0) if kkt < 0.9 * best else (best, since_best + 1)
+    return SSNALResult(x, kkt, alm, newton, cg_total, stalled=kkt > tol and since_best >= stall_alm)
 
 
 @SOLVERS.register("ssnal")
@@ -203,6 +208,8 @@ class ProximalGaussNewton(SecondOrderSolver):
         sigma_factor: float = Field(5.0, ge=1, description="σ ×= this after every ALM step")
         sigma_max: float = Field(1e4, gt=0, description="cap of σ (larger values stall the line search in round-off)")
         max_alm: int = Field(30, ge=1, description="largest number of ALM (multiplier) updates per subproblem")
+        stall_alm: int = Field(3, ge=1, description="stop a subproblem when this many ALM steps in a row did not "
+                               "lower its best KKT residual by 10 % (its round-off floor: ~1e-3 in float32)")
         max_newton: int = Field(50, ge=1, description="largest number of semismooth Newton steps per ALM step")
         cg_max_iter: int = Field(100, ge=1, description="largest number of CG iterations per Newton system")
         cg_rtol: float = Field(1e-10, gt=0, lt=1, description="relative residual at which each Newton system's CG "
@@ -255,7 +262,7 @@ class ProximalGaussNewton(SecondOrderSolver):
         result = ssnal(lasso, prox, start, tol=max(params.kkt_tol, 100 * eps), sigma_init=params.sigma_init,
                        sigma_factor=params.sigma_factor, sigma_max=params.sigma_max, max_alm=params.max_alm,
                        max_newton=params.max_newton, cg_max_iter=params.cg_max_iter,
-                       cg_rtol=max(params.cg_rtol, math.sqrt(eps)))
+                       cg_rtol=max(params.cg_rtol, math.sqrt(eps)), stall_alm=params.stall_alm)
         self.last_result = result
         return {k: result.solution[k] * inverse_root[k] for k in keys}
 
