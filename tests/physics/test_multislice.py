@@ -185,3 +185,18 @@ def test_transmission_gradients_forward_and_reverse():
     torch.testing.assert_close(tangent, reference)
     batched = torch.func.vmap(transmission)(a.detach()[None].expand(2, -1, -1), p.detach()[None].expand(2, -1, -1))
     torch.testing.assert_close(batched[0], torch.polar(a.detach(), p.detach()))
+
+
+def test_abs_squared_gradients_forward_and_reverse():
+    """The custom backward and jvp of |z|² against finite differences and autograd through Re² + Im²."""
+    from ptyopt.physics.multislice import abs_squared
+
+    z = torch.randn(2, 3, 4, dtype=torch.complex128, requires_grad=True)
+    assert torch.autograd.gradcheck(abs_squared, (z,))
+    assert torch.autograd.gradgradcheck(abs_squared, (z,))
+    dz = torch.randn(2, 3, 4, dtype=torch.complex128)
+    _, tangent = torch.func.jvp(abs_squared, (z.detach(),), (dz,))
+    reference = torch.func.jvp(lambda w: w.real**2 + w.imag**2, (z.detach(),), (dz,))[1]
+    torch.testing.assert_close(tangent, reference)
+    batched = torch.func.vmap(abs_squared)(z.detach()[None].expand(2, -1, -1, -1))
+    torch.testing.assert_close(batched[1], z.detach().abs() ** 2)
