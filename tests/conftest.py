@@ -90,3 +90,30 @@ def kill_9_at(config, iteration: int, out_dir: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
+
+
+def batch_loss_and_gradients(engine, refined: tuple[str, ...], chunk_patterns: int):
+    """One batch (patterns 0, 3, ..., 39: 3 chunks of 5, 5, 4 at chunk_patterns 5) at a non-trivial state —
+    textured object, shifted positions, unequal object-mode weights — through ``batch_objective_backward``:
+    (each loss term, the gradients of ``refined`` on the CPU). The perturbation is drawn on the CPU in float64,
+    so every device and precision starts from the same state."""
+    import numpy as np
+
+    from ptyopt.objective.batch import batch_objective_backward
+
+    problem = engine.problem
+    state = {k: v.detach().clone() for k, v in problem.initial_state.items()}
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for key, draw, size in (("object_phase", torch.rand, 0.1), ("position_offsets_px", torch.randn, 0.3)):
+            state[key] += (size * draw(state[key].shape, generator=g, dtype=torch.float64)).to(state[key])
+        state["occupancy"].copy_(torch.linspace(0.6, 0.4, len(state["occupancy"])))
+    for key in refined:
+        state[key].requires_grad_(True)
+    positions = np.arange(0, 40, 3)
+    indices = torch.as_tensor(positions, device=problem.device)
+    meas = engine.fetch(positions, indices)  # on the device, resampled on the fly where the config says so
+    weights = {term.name: float(term.weight.value(1)) for term in engine.losses}
+    values = batch_objective_backward(problem.model, state, indices, meas, engine.losses, weights,
+                                      chunk_patterns=chunk_patterns)
+    return values, {key: state[key].grad.detach().cpu() for key in refined}

@@ -11,9 +11,9 @@ import torch
 
 from ptyopt.bench import bench_config, get_bench_preset, run_bench, synthetic_dataset
 from ptyopt.engine import Engine
-from ptyopt.objective.batch import batch_objective_backward
 from ptyopt.problem import build_problem
 from ptyopt.reconstruct import run_reconstruction
+from tests.conftest import batch_loss_and_gradients
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -32,23 +32,7 @@ def _config(data_path, out_dir, device, **overrides):
 
 
 def _loss_and_gradients(config, chunk):
-    problem = build_problem(config)
-    state = {k: v.detach().clone() for k, v in problem.initial_state.items()}
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():  # a textured object and shifted positions, made on the CPU so both devices agree
-        state["object_phase"] += (0.1 * torch.rand(state["object_phase"].shape, generator=gen)).to(problem.device)
-        state["position_offsets_px"] += (0.3 * torch.randn(state["position_offsets_px"].shape, generator=gen)).to(
-            problem.device)
-    for key in REFINED:
-        state[key].requires_grad_(True)
-    engine = Engine(problem, config.output.dir)
-    positions = np.arange(0, 40, 3)
-    indices = torch.as_tensor(positions, device=problem.device)
-    meas = engine.fetch(positions, indices)  # resampled on the fly, on the device
-    losses = engine.losses
-    weights = {term.name: float(term.weight.value(1)) for term in losses}
-    values = batch_objective_backward(problem.model, state, indices, meas, losses, weights, chunk_patterns=chunk)
-    return values, {key: state[key].grad.detach().cpu() for key in REFINED}
+    return batch_loss_and_gradients(Engine(build_problem(config), config.output.dir), REFINED, chunk_patterns=chunk)
 
 
 @pytest.mark.parametrize("chunk", [100, 5], ids=["whole", "chunked"])

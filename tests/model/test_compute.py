@@ -6,8 +6,8 @@ import torch
 
 from ptyopt.engine import Engine
 from ptyopt.model.memory import activation_bytes_per_pattern, plan_memory
-from ptyopt.objective.batch import batch_objective_backward
 from ptyopt.problem import build_problem
+from tests.conftest import batch_loss_and_gradients
 
 pytestmark = pytest.mark.abtem
 
@@ -16,31 +16,13 @@ ALL_TERMS = {"single": {"weight": 1.0}, "pacbed": {"weight": 0.5}, "sparse": {"w
 REFINED = ("object_amplitude", "object_phase", "probe", "position_offsets_px", "occupancy")
 
 
-def _gradients(problem, losses, chunk):
-    state = {k: v.detach().clone() for k, v in problem.initial_state.items()}
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():  # a non-trivial state: textured object, shifted positions, unequal mode weights
-        state["object_phase"] += 0.1 * torch.rand(state["object_phase"].shape, generator=g, dtype=torch.float64).to(
-            state["object_phase"].dtype)
-        state["position_offsets_px"] += 0.3 * torch.randn(state["position_offsets_px"].shape, generator=g,
-                                                          dtype=torch.float64).to(state["position_offsets_px"].dtype)
-        state["occupancy"].copy_(torch.linspace(0.6, 0.4, len(state["occupancy"])))
-    for key in REFINED:
-        state[key].requires_grad_(True)
-    indices = torch.arange(0, 40, 3)  # 14 patterns: 3 chunks of 5, 5, 4
-    meas = torch.as_tensor(problem.dataset.meas[indices.numpy()], dtype=problem.real_dtype)
-    weights = {term.name: float(term.weight.value(1)) for term in losses}
-    values = batch_objective_backward(problem.model, state, indices, meas, losses, weights, chunk_patterns=chunk)
-    return values, {key: state[key].grad.clone() for key in REFINED}
-
-
 @pytest.mark.parametrize("precision", ["float32", "float64"])
 def test_chunked_batches_give_the_same_loss_and_gradient(tiny_config, tmp_path, precision):
     config = tiny_config(model={"object_modes": 2, "probe_modes": 2, "precision": precision}, loss=ALL_TERMS)
     problem = build_problem(config)
-    losses = Engine(problem, tmp_path / "run").losses
-    whole_values, whole = _gradients(problem, losses, chunk=100)
-    chunk_values, chunked = _gradients(problem, losses, chunk=5)
+    engine = Engine(problem, tmp_path / "run")
+    whole_values, whole = batch_loss_and_gradients(engine, REFINED, chunk_patterns=100)
+    chunk_values, chunked = batch_loss_and_gradients(engine, REFINED, chunk_patterns=5)
     tol = {"float32": dict(rtol=2e-4, atol=1e-6), "float64": dict(rtol=1e-10, atol=1e-13)}[precision]
     for name in whole_values:
         torch.testing.assert_close(chunk_values[name], whole_values[name], **tol)

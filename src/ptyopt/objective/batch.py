@@ -8,6 +8,11 @@ from torch import Tensor
 from ptyopt.objective.losses import LossTerm
 
 
+def forward_passes(n_patterns: int, chunk_patterns: int) -> int:
+    """Forward passes per pattern that ``batch_objective_backward`` makes: 1, or 2 when the batch is chunked."""
+    return 2 if chunk_patterns < n_patterns else 1
+
+
 def batch_objective_backward(model, state: dict[str, Tensor], indices: Tensor, meas: Tensor,
                              losses: list[LossTerm], weights: dict[str, float], *, chunk_patterns: int,
                              scale: float = 1.0) -> dict[str, Tensor]:
@@ -19,7 +24,8 @@ def batch_objective_backward(model, state: dict[str, Tensor], indices: Tensor, m
     slice of that gradient: the same loss and gradient to round-off, for one extra forward pass per chunk.
     """
     n = len(indices)
-    chunks = [slice(i, i + chunk_patterns) for i in range(0, n, chunk_patterns)] if chunk_patterns < n else []
+    chunked = forward_passes(n, chunk_patterns) > 1
+    chunks = [slice(i, i + chunk_patterns) for i in range(0, n, chunk_patterns)] if chunked else []
     if chunks:
         with torch.no_grad():
             intensities = torch.cat([model(state, indices[c]).intensities for c in chunks])

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from ptyopt.config_base import StrictModel
 from ptyopt.errors import ConfigError
-from ptyopt.objective.batch import batch_objective_backward
+from ptyopt.objective.batch import batch_objective_backward, forward_passes
 from ptyopt.solvers.base import SOLVERS, TENSOR_OF, Batch, Solver, SolverContext
 
 
@@ -62,7 +62,7 @@ class TorchSolver(Solver):
         values = batch_objective_backward(problem.model, self.context.state, batch.index_tensor, batch.meas,
                                           self.context.losses, weights, chunk_patterns=chunk,
                                           scale=1.0 / self.accumulate)
-        self.forward_evaluations += len(batch.indices) * (1 if chunk >= len(batch.indices) else 2)
+        self.forward_evaluations += len(batch.indices) * forward_passes(len(batch.indices), chunk)
         if step:
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
