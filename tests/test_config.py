@@ -56,7 +56,7 @@ def test_resolved_config_round_trips(tmp_path):
 
 def test_template_is_valid_and_commented():
     text = config_template("data.h5")
-    assert "# " in text and "probe_orthogonalize" in text and "simlar" in text
+    assert "# " in text and "probe_orthogonalize" in text and "similarity" in text
     config = parse_config(yaml.safe_load(text))
     assert set(config.loss) == {"single", "pacbed", "sparse"} and config.constraints == {}
 

@@ -27,7 +27,7 @@ def data_path(tmp_path_factory):
 
 def _config(data_path, out_dir, device, **overrides):
     base = {"solver.iterations": 4, "solver.grouping": "compact", "optimize.probe.start_iter": 1,
-            "optimize.positions.start_iter": 1, "loss.simlar.weight": 0.1, "model.object_modes": 2}
+            "optimize.positions.start_iter": 1, "loss.similarity.weight": 0.1, "model.object_modes": 2}
     return bench_config(get_bench_preset("tiny"), data_path, out_dir, device, {**base, **overrides})
 
 

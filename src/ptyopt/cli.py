@@ -91,6 +91,16 @@ def info() -> None:
         table.add_row("cuda", "[dim]not available[/]")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         table.add_row("mps", "available")
+    from ptyopt.objective.constraints import CONSTRAINTS
+    from ptyopt.objective.losses import LOSSES
+    from ptyopt.physics import PROPAGATORS
+    from ptyopt.solvers import SOLVERS
+    from ptyopt.solvers.base import torch_optimizer_names
+
+    for kind, names in (("solvers", [*SOLVERS.names(), "or a torch.optim class:", *torch_optimizer_names()]),
+                        ("loss terms", LOSSES.names()), ("constraints", CONSTRAINTS.names()),
+                        ("propagators", PROPAGATORS.names())):
+        table.add_row(kind, " ".join(names))
     console.print(table)
 
 
@@ -252,13 +262,18 @@ def config_template_cmd(
 
 @command("validate", target=config_app)
 def config_validate_cmd(config_path: Annotated[Path, typer.Argument(metavar="CONFIG.yaml")]) -> None:
-    """Check a config file; print the resolved config (every default filled) when it is valid."""
+    """Check a config file as a run would (solver names, options and capabilities included); print the resolved
+    config (every default filled) and notes on keys the chosen solvers do not use."""
     from ptyopt.config import dump_config, load_config
+    from ptyopt.solvers.checks import check_config
 
     config = load_config(config_path)
+    notes = check_config(config)
     if not config.data.path.exists():
         err_console.print(f"[yellow]warning:[/] data file {config.data.path} does not exist (yet)")
     print(dump_config(config))
+    for note in notes:
+        err_console.print(f"note: {note}", soft_wrap=True)
     console.print(f"[green]{config_path} is valid[/]", soft_wrap=True)
 
 

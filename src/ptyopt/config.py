@@ -12,12 +12,18 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
+from ptyopt.batching import GROUPING_MODES
 from ptyopt.config_base import StrictModel
 from ptyopt.data.preprocess import Step
 from ptyopt.errors import ConfigError
+from ptyopt.model.tensors import TENSOR_NAMES
 from ptyopt.objective.losses import LossParams, parse_losses
 from ptyopt.objective.schedules import ScheduleLike
+from ptyopt.physics.propagators import PROPAGATORS
 from ptyopt.registry import did_you_mean
+
+PropagatorName = Literal[PROPAGATORS.names()]  # the choices are the registry's
+GroupingMode = Literal[GROUPING_MODES]
 
 
 class DataConfig(StrictModel):
@@ -69,7 +75,7 @@ class ModelConfig(StrictModel):
     )
     object_modes: int = Field(1, ge=1, description="object modes (incoherent)")
     object_margin_px: int = Field(8, ge=0, description="object canvas beyond the outermost probe windows [px]")
-    propagator: Literal["fresnel", "angular_spectrum"] = Field("fresnel", description="free-space propagator")
+    propagator: PropagatorName = Field("fresnel", description="free-space propagator")
     band_limit: bool = Field(False, description="2/3-Nyquist band limit on the propagators")
     propagate_last: bool = Field(
         False, description="propagate after the last slice too (changes nothing without band limit)"
@@ -108,14 +114,21 @@ class OptimizeConfig(StrictModel):
     slice_thickness: TensorUpdate = Field(TensorUpdate(lr=1e-3, start_iter=None), description="slice thickness [Å]")
     occupancy: TensorUpdate = Field(TensorUpdate(lr=1e-3, start_iter=None), description="object-mode occupancy")
 
+    def updates(self) -> dict[str, TensorUpdate]:
+        """Each optimisable tensor's update, by name, in the order of ``model.tensors.TENSORS``."""
+        return {name: getattr(self, name) for name in TENSOR_NAMES}
+
     @model_validator(mode="after")
     def _something_moves(self) -> OptimizeConfig:
-        starts = [u.start_iter for u in self.__dict__.values() if u.start_iter is not None]
+        starts = [u.start_iter for u in self.updates().values() if u.start_iter is not None]
         if not starts:
             raise ConfigError("optimize: every tensor has start_iter null; nothing would be reconstructed")
         if min(starts) > 1:
             raise ConfigError("optimize: no tensor starts at iteration 1; the first iterations would do nothing")
         return self
+
+
+assert tuple(OptimizeConfig.model_fields) == TENSOR_NAMES, "optimize must list model.tensors.TENSORS, in order"
 
 
 class SchedulerConfig(StrictModel):
@@ -127,7 +140,7 @@ class SolverStage(StrictModel):
     """A later solver of the run: from iteration ``start_iter`` on, ``name`` continues on the same live state."""
 
     start_iter: int = Field(ge=1, description="first iteration (1-based) run by this solver; > 1, increasing")
-    name: str = Field(description="solver: adam, epie, rpie, mpie, lsqml, lbfgs, lm, ssnal, or a torch.optim class")
+    name: str = Field(description="solver: a registered one (`ptyopt info` lists them) or a torch.optim class")
     options: dict[str, Any] = Field(default_factory=dict, description="the solver's own parameters")
     lr_scheduler: SchedulerConfig | None = Field(
         None, description="torch LR scheduler of this stage (torch optimisers only), stepped every iteration"
@@ -139,8 +152,8 @@ class SolverConfig(StrictModel):
     iteration 1); ``switch`` lists later solvers, e.g. Adam first, then L-BFGS to polish."""
 
     name: str = Field(
-        "adam", description="solver: adam, epie, rpie, mpie, lsqml, lbfgs, lm, ssnal, or any torch.optim class "
-        "(AdamW, SGD, ...)"
+        "adam", description="solver: a registered one (adam, epie, lsqml, lm, ...; `ptyopt info` lists them) or any "
+        "torch.optim class (AdamW, SGD, ...)"
     )
     options: dict[str, Any] = Field(default_factory=dict, description="the solver's own parameters")
     lr_scheduler: SchedulerConfig | None = Field(None, description="torch LR scheduler stepped every iteration")
@@ -150,11 +163,16 @@ class SolverConfig(StrictModel):
     )
     iterations: int = Field(200, ge=1, description="iterations (passes over all positions)")
     batch_size: int = Field(32, ge=1, description="positions per mini-batch")
-    grouping: Literal["random", "compact", "sparse"] = Field("random", description="how batches are formed")
+    grouping: GroupingMode = Field("random", description="how batches are formed (mini-batch solvers)")
     grad_accumulation: int = Field(1, ge=1, description="mini-batches per optimiser step")
     validation_fraction: float = Field(
         0.0, ge=0, lt=0.5, description="patterns held out of every update to measure a validation loss"
     )
+    nan_retries: int = Field(
+        6, ge=0, description="NaN guard: rollbacks in a row (each multiplies the learning rates by nan_lr_factor) "
+        "before the run stops as diverged"
+    )
+    nan_lr_factor: float = Field(0.5, gt=0, lt=1, description="NaN guard: learning-rate factor per rollback")
 
     @property
     def stages(self) -> list[SolverStage]:
@@ -174,15 +192,7 @@ class SolverConfig(StrictModel):
                 raise ConfigError(f"solver.switch[{i}].start_iter is {stage.start_iter}; each switch must start "
                                   f"after iteration {previous} (stage 0 starts at 1 and start_iter must increase)")
             previous = stage.start_iter
-        if all(stage.name == "adam" for stage in self.stages):
-            return self  # nothing to resolve (and the default instance is built while ptyopt.solvers imports)
-        import ptyopt.solvers  # noqa: F401  (registers every solver)
-        from ptyopt.solvers.base import validate_solver
-
-        for i, stage in enumerate(self.stages):
-            where = "solver" if i == 0 else f"solver.switch[{i - 1}]"
-            validate_solver(stage.name, stage.options, stage.lr_scheduler, where)
-        return self
+        return self  # names, options and capabilities: ptyopt.solvers.checks.check_config
 
 
 class OutputConfig(StrictModel):

@@ -22,15 +22,14 @@ from rich.console import Console
 from ptyopt.batching import GroupSampler
 from ptyopt.errors import ConfigError, PtyoptError
 from ptyopt.io.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from ptyopt.model.state import STATE_KEYS
+from ptyopt.model.tensors import STATE_KEYS
 from ptyopt.objective.constraints import ConstraintContext, apply_constraints, build_constraints
-from ptyopt.objective.losses import build_losses
+from ptyopt.objective.losses import build_losses, loss_values
 from ptyopt.objective.schedules import as_schedule
 from ptyopt.problem import Problem
 from ptyopt.progress import progress_bar
-from ptyopt.solvers import Batch, SolverContext, make_solver
-
-MAX_NAN_RETRIES = 6
+from ptyopt.solvers import Batch, IterationPlan, SolverContext, TrainingSet, make_solver
+from ptyopt.solvers.checks import check_config, stage_path
 
 
 class Interrupted(PtyoptError):
@@ -52,6 +51,8 @@ def split_validation(n_positions: int, fraction: float, seed: int) -> tuple[np.n
     """Training and held-out indices; the held-out ones (a seeded random fraction) are never used for updates."""
     if fraction == 0:
         return np.arange(n_positions), np.arange(0)
+    # stream 7 of the seed: apart from the batch order's (seed, iteration >= 0) streams, so that the held-out
+    # set is the same whatever the iteration count, and changing it would silently change every result
     held = np.sort(np.random.default_rng([seed, 7]).choice(n_positions, int(round(fraction * n_positions)),
                                                            replace=False))
     return np.setdiff1d(np.arange(n_positions), held), held
@@ -62,6 +63,8 @@ def scan_mask(problem: Problem) -> torch.Tensor:
     constrained by data (constraint statistics are taken there, not over the untouched canvas edge)."""
     geometry = problem.geometry
     centres = geometry.nominal_centres_px
+    # a quarter window: where the probe still carries most of its intensity; only where statistics are taken,
+    # not what is constrained, so it is a fixed part of each constraint's definition rather than a setting
     pad = geometry.window_px[0] / 4
     low = np.maximum(np.floor(centres.min(axis=0) - pad).astype(int), 0)
     high = np.ceil(centres.max(axis=0) + pad).astype(int) + 1
@@ -82,6 +85,9 @@ class Engine:
         self.callbacks = callbacks or []
         self.metrics_fn = metrics_fn
         self.console = console or Console(stderr=True)
+        self.notes = check_config(self.config)  # what a solver would refuse fails here, before any work
+        for note in self.notes:
+            self.console.print(f"note: {note}")
         self.state = {key: problem.initial_state[key].clone() for key in STATE_KEYS}
         self.losses = build_losses(self.config.loss)
         self.constraints = build_constraints(self.config.constraints)
@@ -91,15 +97,15 @@ class Engine:
                                     self.config.solver.batch_size, self.config.solver.grouping, self.config.seed)
         self.lr_schedules = {
             name: as_schedule(update.lr)
-            for name, update in self.config.optimize.__dict__.items()
+            for name, update in self.config.optimize.updates().items()
             if update.start_iter is not None
         }
         self.stages = self.config.solver.stages
-        self._check_stages()
         self.stage = 0
         self.solver = self._make_stage_solver(0)
         self.loop = LoopState()
         self.meas = self._meas_on_device()
+        self.training = TrainingSet(np.sort(self.train_indices), self.fetch, problem.device)
         dataset = problem.dataset
         self.context_base = dict(
             dx_ang=problem.geometry.dx_ang, wavelength_ang=problem.geometry.wavelength_ang,
@@ -126,21 +132,10 @@ class Engine:
 
     # ---- solver stages --------------------------------------------------------------------------------------
 
-    def _make_stage_solver(self, index: int, state: dict[str, torch.Tensor] | None = None):
+    def _make_stage_solver(self, index: int):
         stage = self.stages[index]
-        context = SolverContext(self.problem, self.state if state is None else state, self.losses)
-        return make_solver(stage.name, stage.options, context, stage.lr_scheduler,
-                           where="solver" if index == 0 else f"solver.switch[{index - 1}]")
-
-    def _check_stages(self) -> None:
-        """Build every later stage's solver once on a scratch copy of the state, so that what a solver refuses
-        (options, unsupported tensors, ...) fails at run start, not at the switch."""
-        scratch = {key: value.detach().clone() for key, value in self.state.items()}
-        for index in range(1, len(self.stages)):
-            try:
-                self._make_stage_solver(index, scratch)
-            except ConfigError as err:
-                raise ConfigError(f"solver.switch[{index - 1}] ({self.stages[index].name}): {err}") from None
+        context = SolverContext.of(self.problem, self.state, self.losses)
+        return make_solver(stage.name, stage.options, context, stage.lr_scheduler, where=stage_path(index))
 
     def _enter_stage(self, index: int, iteration: int | None = None) -> None:
         """Make stage ``index``'s solver the active one (a new solver on the live state; the count continues)."""
@@ -160,11 +155,29 @@ class Engine:
     # ---- one iteration --------------------------------------------------------------------------------------
 
     def _iterate(self, iteration: int) -> dict[str, float]:
-        active = {name: update.active(iteration) for name, update in self.config.optimize.__dict__.items()}
-        rates = {name: schedule.value(iteration) * self.loop.lr_multiplier
-                 for name, schedule in self.lr_schedules.items()}
-        self.solver.start_iteration(iteration, active, rates)
         weights = {term.name: term.weight.value(iteration) for term in self.losses}
+        plan = IterationPlan(
+            iteration=iteration,
+            active={name: update.active(iteration) for name, update in self.config.optimize.updates().items()},
+            learning_rates={name: schedule.value(iteration) * self.loop.lr_multiplier
+                            for name, schedule in self.lr_schedules.items()},
+            lr_multiplier=self.loop.lr_multiplier, weights=weights)
+        self.solver.start_iteration(plan)
+        if self.solver.kind == "full_batch":
+            reported = self.solver.run_iteration(self.training)
+            means = {term.name: float(reported[term.name]) for term in self.losses}
+        else:
+            means = self._mini_batches(iteration)
+            self.solver.end_iteration()
+        ctx = ConstraintContext(iteration=iteration, **self.context_base)
+        with torch.no_grad():
+            apply_constraints(self.constraints, self.state, ctx)
+        means["total"] = sum(weights[name] * means[name] for name in weights)
+        means.update({f"weight_{name}": w for name, w in weights.items()})
+        return means
+
+    def _mini_batches(self, iteration: int) -> dict[str, float]:
+        """Every engine group of the iteration through the mini-batch solver; the loss terms' batch means."""
         sums = {term.name: torch.zeros((), dtype=torch.float64, device=self.problem.device) for term in self.losses}
         accumulate = self.config.solver.grad_accumulation
         groups = [self.train_indices[group] for group in self.sampler.groups(iteration)]
@@ -172,19 +185,9 @@ class Engine:
             index_tensor = torch.tensor(indices, device=self.problem.device)  # groups are read-only arrays
             batch = Batch(indices, index_tensor, self.fetch(indices, index_tensor))
             step = (i + 1) % accumulate == 0 or i + 1 == len(groups)
-            for name, value in self.solver.update(batch, weights, step).items():
+            for name, value in self.solver.update(batch, step).items():
                 sums[name] += value.double()
-        reported = self.solver.end_iteration(iteration)
-        ctx = ConstraintContext(iteration=iteration, **self.context_base)
-        with torch.no_grad():
-            apply_constraints(self.constraints, self.state, ctx)
-        if reported is not None:  # a full-batch solver's own chunk means (see Solver)
-            means = {name: float(reported[name]) for name in sums}
-        else:
-            means = {name: float(value) / len(groups) for name, value in sums.items()}
-        means["total"] = sum(weights[name] * means[name] for name in weights)
-        means.update({f"weight_{name}": w for name, w in weights.items()})
-        return means
+        return {name: float(value) / len(groups) for name, value in sums.items()}
 
     def validation_losses(self) -> dict[str, float]:
         """Data terms on the held-out patterns (no gradients), averaged over batches of the solver's size."""
@@ -195,10 +198,9 @@ class Engine:
             for indices in chunks:
                 index_tensor = torch.tensor(indices, device=self.problem.device)
                 out = self.problem.model(self.state, index_tensor)
-                inputs = out.loss_inputs(self.fetch(indices, index_tensor))
-                for term in self.losses:
-                    if term.is_data_term:
-                        sums[term.name] = sums.get(term.name, 0.0) + float(term(inputs)) / len(chunks)
+                data_terms = [term for term in self.losses if term.is_data_term]
+                for name, value in loss_values(data_terms, out, self.fetch(indices, index_tensor)).items():
+                    sums[name] = sums.get(name, 0.0) + float(value) / len(chunks)
         return sums
 
     def _finite(self, losses: dict[str, float]) -> bool:
@@ -272,13 +274,14 @@ class Engine:
                     if not self._finite(losses):
                         retries += 1
                         self._restore(good)
-                        self.loop.lr_multiplier *= 0.5
+                        self.loop.lr_multiplier *= self.config.solver.nan_lr_factor
                         self.console.print(
                             f"[yellow]iteration {iteration}: non-finite loss or state; rolled back to the last good "
-                            f"state and halved the learning rates (x{self.loop.lr_multiplier:g})[/]")
-                        if retries > MAX_NAN_RETRIES:
+                            f"state and scaled the learning rates (x{self.loop.lr_multiplier:g})[/]")
+                        if retries > self.config.solver.nan_retries:
                             raise PtyoptError(f"the reconstruction diverged at iteration {iteration} even after "
-                                              f"{MAX_NAN_RETRIES} halvings of the learning rates; lower them")
+                                              f"{self.config.solver.nan_retries} rollbacks with smaller learning "
+                                              "rates; lower them (or raise solver.nan_retries)")
                         continue
                     retries = 0
                     self.loop.elapsed_s += time.perf_counter() - t0

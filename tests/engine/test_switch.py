@@ -12,6 +12,7 @@ from ptyopt.errors import ConfigError
 from ptyopt.io.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from ptyopt.objective.losses import SingleLoss
 from ptyopt.reconstruct import run_reconstruction
+from ptyopt.solvers.checks import check_config
 from tests.conftest import kill_9_at
 
 pytestmark = pytest.mark.abtem
@@ -101,7 +102,7 @@ BAD_SWITCHES = [
 @pytest.mark.parametrize(("switch", "match"), BAD_SWITCHES)
 def test_bad_switches_are_config_errors(switch, match):
     with pytest.raises(ConfigError, match=match):
-        parse_config({"data": {"path": "x.h5"}, "solver": {"switch": switch}})
+        check_config(parse_config({"data": {"path": "x.h5"}, "solver": {"switch": switch}}))
 
 
 def test_config_validate_exits_2_on_a_bad_switch(tmp_path):

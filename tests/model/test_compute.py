@@ -12,7 +12,7 @@ from tests.conftest import batch_loss_and_gradients
 pytestmark = pytest.mark.abtem
 
 ALL_TERMS = {"single": {"weight": 1.0}, "pacbed": {"weight": 0.5}, "sparse": {"weight": 0.1},
-             "simlar": {"weight": 0.1}}
+             "similarity": {"weight": 0.1}}
 REFINED = ("object_amplitude", "object_phase", "probe", "position_offsets_px", "occupancy")
 
 

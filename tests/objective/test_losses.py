@@ -51,7 +51,7 @@ def test_data_terms_are_minimal_at_the_data(name):
 
 
 def test_object_terms_do_their_job():
-    sparse, simlar = _term("sparse"), _term("simlar")
+    sparse, simlar = _term("sparse"), _term("similarity")
     inputs = _inputs()
     assert sparse(inputs) > 0
     zero = LossInputs(inputs.pred, inputs.meas, torch.zeros_like(inputs.phase_patches), inputs.amplitude_patches,
@@ -84,7 +84,7 @@ def test_parse_errors_and_defaults():
     assert dumped == {"weight": {"kind": "constant", "value": 1.0}, "dp_pow": 0.5}
 
 
-@pytest.mark.parametrize("name", ["sparse", "simlar"])
+@pytest.mark.parametrize("name", ["sparse", "similarity"])
 @pytest.mark.parametrize("order", [1.0, 2.0])
 def test_object_terms_on_the_canvas_equal_the_patch_form(name, order):
     """ForwardOutput.loss_inputs averages over the batch's windows with the coverage map instead of gathering
@@ -111,3 +111,10 @@ def test_object_terms_on_the_canvas_equal_the_patch_form(name, order):
     for a, b in zip(grads_canvas, grads_patch, strict=True):
         if b is not None:
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-14)
+
+
+def test_the_former_name_simlar_still_works_with_a_deprecation_message():
+    with pytest.warns(FutureWarning, match="loss term 'simlar' is now called 'similarity'"):
+        parsed = parse_losses({"single": {}, "simlar": {"weight": 0.2}})
+    assert list(parsed) == ["single", "similarity"]
+    assert build_losses(parsed)[1].name == "similarity"

@@ -14,8 +14,7 @@ from ptyopt.config import parse_config
 from ptyopt.data import Dataset4D, write_dataset
 from ptyopt.objective.losses import build_losses
 from ptyopt.problem import build_problem
-from ptyopt.solvers import Batch, SolverContext, make_solver
-from ptyopt.solvers.base import TENSOR_OF
+from ptyopt.solvers import Batch, IterationPlan, SolverContext, TrainingSet, make_solver
 
 WINDOW_PX = 16
 DX_ANG = 0.25
@@ -71,9 +70,15 @@ def make_batch(problem, truth_state, indices) -> Batch:
     return Batch(indices, torch.as_tensor(indices), simulate(problem, truth_state, indices))
 
 
+def training_set(problem, truth_state, indices) -> TrainingSet:
+    """The positions ``indices`` as a full-batch solver's training set, their patterns simulated from the truth."""
+    return TrainingSet(np.sort(np.asarray(indices)), lambda part, _: simulate(problem, truth_state, part),
+                       problem.device)
+
+
 def make_solver_on(problem, name: str, options: dict, state: dict, active=("object_amplitude", "object_phase",
                    "probe", "positions")):
     """A solver on ``state`` (tensors updated in place), its update windows opened for ``active``."""
-    solver = make_solver(name, options, SolverContext(problem, state, build_losses(problem.config.loss)))
-    solver.start_iteration(1, {name: name in active for name in TENSOR_OF}, {name: 1.0 for name in TENSOR_OF})
+    solver = make_solver(name, options, SolverContext.of(problem, state, build_losses(problem.config.loss)))
+    solver.start_iteration(IterationPlan.simple(active))
     return solver

@@ -4,17 +4,13 @@ back-propagation and the canvas scatter, against the forward model, autograd and
 import pytest
 import torch
 
-from ptyopt.physics import split_positions
+from ptyopt.physics import MultisliceWaves, multislice, split_positions
 from ptyopt.solvers.exitwave import (
-    ExitWaves,
     backward_sweep,
     detector_gradient,
     exit_response,
-    forward_batch,
     model_intensity,
     modulus_constraint,
-    multislice_incident,
-    normalised_occupancy,
     poisson_detector_step,
     scatter_patches,
 )
@@ -41,8 +37,8 @@ def random_far_field(shape=(3, 2, 2, 8, 8), seed=0):
 def test_forward_batch_matches_the_forward_model(mixed_problem):
     problem, state = mixed_problem
     indices = torch.tensor([0, 5, 9, 14])
-    waves = forward_batch(problem.model, state, indices)
-    occupancy = normalised_occupancy(state["occupancy"])
+    waves = problem.model(state, indices, keep_waves=True).waves
+    occupancy = problem.model.occupancy(state)
     mine = torch.fft.fftshift(model_intensity(waves.far_field, occupancy), dim=(-2, -1))
     torch.testing.assert_close(mine, simulate(problem, state, indices), rtol=1e-12, atol=1e-14)
     assert waves.incident.shape == (4, 2, 2, 3, 16, 16)
@@ -121,14 +117,13 @@ def test_poisson_detector_step_minimises_the_likelihood_along_the_gradient():
 def test_exit_response_is_the_derivative_of_the_multislice(mixed_problem):
     """Central finite difference of the exit wave along (d_probes, d_transmissions) vs the linearised sweep."""
     problem, state = mixed_problem
-    waves = forward_batch(problem.model, state, torch.tensor([1, 6, 11]))
+    waves = problem.model(state, torch.tensor([1, 6, 11]), keep_waves=True).waves
     generator = torch.Generator().manual_seed(3)
     d_probes = torch.randn(waves.probes.shape, dtype=torch.complex128, generator=generator)
     d_trans = torch.randn(waves.transmissions.shape, dtype=torch.complex128, generator=generator)
 
     def exit_wave(h):
-        _, far = multislice_incident(waves.probes + h * d_probes, waves.transmissions + h * d_trans,
-                                     waves.propagators)
+        far, _ = multislice(waves.probes + h * d_probes, waves.transmissions + h * d_trans, waves.propagators)
         return torch.fft.ifft2(far, norm="ortho")
 
     h = 1e-5
@@ -141,7 +136,7 @@ def test_backward_sweep_inverts_the_multislice_of_a_phase_object(make_problem):
     sent through the linearised multislice, comes back as chi^0 = delta t_0 at the first slice."""
     problem = make_problem(n_slices=3, slice_thickness_ang=2.0, probe_modes=2, object_modes=2)
     state = random_state(problem, seed=7, amplitude_dip=0.0)
-    waves = forward_batch(problem.model, state, torch.tensor([2, 7]))
+    waves = problem.model(state, torch.tensor([2, 7]), keep_waves=True).waves
     generator = torch.Generator().manual_seed(4)
     delta = torch.randn(waves.probes.shape, dtype=torch.complex128, generator=generator)
     chis = backward_sweep(exit_response(waves, d_probes=delta), waves)
@@ -154,6 +149,6 @@ def test_backward_sweep_inverts_the_multislice_of_a_phase_object(make_problem):
 def test_forward_batch_splits_positions_like_the_model(mixed_problem):
     problem, state = mixed_problem
     indices = torch.tensor([3, 4])
-    waves: ExitWaves = forward_batch(problem.model, state, indices)
+    waves: MultisliceWaves = problem.model(state, indices, keep_waves=True).waves
     crop, shift = split_positions(problem.model.centres_px(state, indices), problem.geometry.window_px)
     assert torch.equal(waves.crop_px, crop) and torch.equal(waves.shift_px, shift)

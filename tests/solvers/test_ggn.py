@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
+from ptyopt.solvers.base import Batch
 from ptyopt.solvers.ggn import (
-    Chunk,
     GaussNewton,
     NoiseModel,
     block_diagonal,
@@ -50,13 +50,13 @@ def setup(make_problem):
     state["position_offsets_px"] = 0.3 * torch.rand(state["position_offsets_px"].shape, dtype=torch.float64) - 0.15
     indices = torch.tensor(INDICES)
     meas = simulate(problem, truth, indices)
-    chunks = [Chunk(indices[:2], meas[:2]), Chunk(indices[2:], meas[2:])]
+    chunks = [Batch(indices[:2].numpy(), indices[:2], meas[:2]), Batch(indices[2:].numpy(), indices[2:], meas[2:])]
     return problem, state, chunks
 
 
 def explicit_jacobian(problem, state, chunks, noise, keys):
     params = {k: state[k] for k in keys}
-    indices = torch.cat([c.indices for c in chunks])
+    indices = torch.cat([c.index_tensor for c in chunks])
 
     def f(x):
         merged = {**state, **unflatten(x, params, keys)}

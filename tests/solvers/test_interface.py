@@ -9,7 +9,8 @@ from ptyopt.errors import ConfigError
 from ptyopt.objective.losses import build_losses
 from ptyopt.reconstruct import run_reconstruction
 from ptyopt.solvers import SOLVERS, SolverContext, make_solver
-from ptyopt.solvers.base import TENSOR_OF
+from ptyopt.solvers.base import IterationPlan
+from ptyopt.solvers.checks import check_capabilities
 from ptyopt.solvers.lsqml import LSQML
 from ptyopt.solvers.pie import EPIE, MPIE, RPIE
 
@@ -22,7 +23,7 @@ NAMES = {"epie": EPIE, "rpie": RPIE, "mpie": MPIE, "lsqml": LSQML}
 def test_make_solver_finds_the_new_names(make_problem, name):
     problem = make_problem()
     state = {key: value.clone() for key, value in problem.initial_state.items()}
-    solver = make_solver(name, {}, SolverContext(problem, state, build_losses(problem.config.loss)))
+    solver = make_solver(name, {}, SolverContext.of(problem, state, build_losses(problem.config.loss)))
     assert name in SOLVERS.names()
     assert type(solver) is NAMES[name]
     assert solver.name == name
@@ -40,20 +41,19 @@ def test_bad_options_are_config_errors_with_a_suggestion(make_problem, name, opt
     problem = make_problem()
     state = {key: value.clone() for key, value in problem.initial_state.items()}
     with pytest.raises(ConfigError, match=match):
-        make_solver(name, options, SolverContext(problem, state, build_losses(problem.config.loss)))
+        make_solver(name, options, SolverContext.of(problem, state, build_losses(problem.config.loss)))
 
 
 @pytest.mark.parametrize(("model", "optimize", "match"), [
     ({}, {"tilts": {"lr": 1e-3, "start_iter": 1}}, "set optimize.tilts.start_iter: null"),
     ({}, {"slice_thickness": {"lr": 1e-3, "start_iter": 3}}, "optimize.slice_thickness"),
-    ({"detector_blur_px": 0.5}, {}, "model.detector_blur_px: 0"),
 ])
 def test_what_the_classical_solvers_cannot_do_is_refused(make_problem, model, optimize, match):
     problem = make_problem(optimize=optimize, **model)
-    state = {key: value.clone() for key, value in problem.initial_state.items()}
     for name in NAMES:
         with pytest.raises(ConfigError, match=match):
-            make_solver(name, {}, SolverContext(problem, state, build_losses(problem.config.loss)))
+            check_capabilities(name, SOLVERS.get(name).capabilities, problem.config.optimize.updates(),
+                               problem.config.model.tilt_mode, problem.config.solver.grad_accumulation)
 
 
 @pytest.mark.parametrize(("name", "options"), [
@@ -68,8 +68,8 @@ def test_state_dict_round_trip_continues_identically(make_problem, tmp_path, nam
     solver = make_solver_on(problem, name, options, state)
     groups = [[0, 5, 10, 15], [1, 6, 11], [2, 7, 12, 3], [4, 8, 9, 13, 14]]
     for group in groups[:3]:
-        solver.update(make_batch(problem, truth, group), {"single": 1.0}, True)
-    solver.end_iteration(1)
+        solver.update(make_batch(problem, truth, group), True)
+    solver.end_iteration()
     torch.save(solver.state_dict(), tmp_path / "solver.pt")
     saved = torch.load(tmp_path / "solver.pt", weights_only=False)
     assert saved["momentum"]["velocity"], "the momentum buffers are part of the checkpoint"
@@ -79,8 +79,8 @@ def test_state_dict_round_trip_continues_identically(make_problem, tmp_path, nam
     assert restored.forward_evaluations == solver.forward_evaluations
     for run_solver in (solver, restored):
         for group in groups:
-            run_solver.update(make_batch(problem, truth, group), {"single": 1.0}, True)
-        run_solver.end_iteration(2)
+            run_solver.update(make_batch(problem, truth, group), True)
+        run_solver.end_iteration()
     for key in state:
         torch.testing.assert_close(copy[key], state[key], rtol=0, atol=0)
 
@@ -122,8 +122,10 @@ def test_learning_rates_only_carry_the_nan_guards_halving(make_problem, name):
         state = {key: value.clone() for key, value in start.items()}
         solver = make_solver_on(problem, name, {}, state, active=("object_amplitude", "object_phase", "probe"))
         rates = {key: factor * value for key, value in configured.items()}
-        solver.start_iteration(1, {key: key in rates and key != "positions" for key in TENSOR_OF}, rates)
-        solver.update(make_batch(problem, truth, [0, 5, 10, 15]), {"single": 1.0}, True)
+        # the engine scales the rates and passes the NaN guard's factor (never above 1) beside them
+        solver.start_iteration(IterationPlan(1, {key: key in rates and key != "positions" for key in rates}, rates,
+                                             min(factor, 1.0), {"single": 1.0}))
+        solver.update(make_batch(problem, truth, [0, 5, 10, 15]), True)
         changes.append((torch.polar(state["object_amplitude"], state["object_phase"]) - t_start,
                         state["probe"] - start["probe"]))
     for full, same, half in zip(*changes, strict=True):

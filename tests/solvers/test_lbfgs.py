@@ -11,6 +11,7 @@ from ptyopt.config import parse_config
 from ptyopt.errors import ConfigError
 from ptyopt.model.forward import ForwardModel
 from ptyopt.reconstruct import run_reconstruction
+from ptyopt.solvers.checks import check_config
 from ptyopt.solvers.lbfgs import LBFGSParams
 from ptyopt.solvers.lbfgs_core import (
     ScaledBlocks,
@@ -144,9 +145,11 @@ def test_scaled_problem_converges_where_unscaled_lbfgs_does_not():
 
 def test_bad_options_are_config_errors():
     with pytest.raises(ConfigError, match=r"wolfe_c1 \(0.95\) must be below wolfe_c2"):
-        parse_config({"data": {"path": "x.h5"}, "solver": {"name": "lbfgs", "options": {"wolfe_c1": 0.95}}})
+        check_config(parse_config({"data": {"path": "x.h5"}, "solver": {"name": "lbfgs",
+                                                                         "options": {"wolfe_c1": 0.95}}}))
     with pytest.raises(ConfigError, match="solver.options.histroy_size for 'lbfgs'.*did you mean 'history_size'"):
-        parse_config({"data": {"path": "x.h5"}, "solver": {"name": "lbfgs", "options": {"histroy_size": 5}}})
+        check_config(parse_config({"data": {"path": "x.h5"}, "solver": {"name": "lbfgs",
+                                                                         "options": {"histroy_size": 5}}}))
 
 
 # ---- end to end on the tiny dataset --------------------------------------------------------------------------------
@@ -244,7 +247,7 @@ def test_super_batch_evaluates_a_fixed_draw_per_iteration(tiny_config, tmp_path)
     chunks = {}
 
     def record(engine, iteration):
-        chunks[iteration] = [tuple(c.indices) for c in engine.solver.chunks(iteration)]
+        chunks[iteration] = [tuple(c.indices) for c in engine.solver.chunks(engine.training)]  # this iteration's
 
     config = _object_only(tiny_config, "lbfgs", 3, {"super_batch": 40, "max_iter": 2})
     history = run_reconstruction(config, out_dir=tmp_path, show_progress=False, callbacks=[record]).result.history

@@ -10,7 +10,7 @@ import torch
 from ptyopt.errors import ConfigError
 from ptyopt.objective.losses import LossInputs
 
-from .conftest import make_batch, make_solver_on, random_state
+from .conftest import make_solver_on, random_state, training_set
 
 FROZEN = {"lr": 1.0, "start_iter": None}
 OBJECT = ("object_amplitude", "object_phase")
@@ -62,16 +62,14 @@ def test_lm_is_monotone_and_beats_adam_at_equal_forward_evaluations(tiny_config)
 
 
 def test_forward_evaluations_follow_the_documented_count(make_problem):
-    """One iteration, object and probe, 2 batches of 8 (16 patterns), no cache: N (update) + N (preconditioner)
+    """One iteration, object and probe, 16 patterns, no cache: N (value and gradient) + N (preconditioner)
     + N (linearisation) + 3N (block scales: amplitude, phase, probe) + N·n_CG + N (pred) + N (trial)."""
     problem = make_problem()
     truth = random_state(problem, seed=1)
     state = {k: v.clone() for k, v in problem.initial_state.items()}
     active = ("object_amplitude", "object_phase", "probe")
     solver = make_solver_on(problem, "lm", {"cg_max_iter": 3, "max_rejections": 0}, state, active=active)
-    for indices in (np.arange(8), np.arange(8, 16)):
-        solver.update(make_batch(problem, truth, indices), {"single": 1.0}, True)
-    solver.end_iteration(1)
+    solver.run_iteration(training_set(problem, truth, np.arange(16)))
     n = 16
     assert 1 <= solver.cg_iterations <= 3
     assert solver.forward_evaluations == n * (1 + 1 + 1 + 3 + solver.cg_iterations + 1 + 1)
@@ -85,8 +83,7 @@ def test_amplitude_bound_is_kept(make_problem):
     state = {k: v.clone() for k, v in problem.initial_state.items()}
     state["probe"] = truth["probe"].clone()
     solver = make_solver_on(problem, "lm", {"amplitude_max": 1.0, "outer_steps": 3}, state, active=OBJECT)
-    solver.update(make_batch(problem, truth, np.arange(16)), {"single": 1.0}, True)
-    solver.end_iteration(1)
+    solver.run_iteration(training_set(problem, truth, np.arange(16)))
     assert float(state["object_amplitude"].max()) <= 1.0
     assert (np.diff(solver.objective_history) <= 0).all() and solver.objective_history[-1] < solver.objective_history[0]
 
@@ -105,7 +102,7 @@ def test_bad_options_are_config_errors(make_problem):
 
 
 def test_unsupported_tensors_are_config_errors(make_problem):
-    problem = make_problem(optimize={"slice_thickness": {"lr": 1.0}})
+    problem = make_problem(optimize={"slice_thickness": {"lr": 1.0, "start_iter": 1}})
     state = {k: v.clone() for k, v in problem.initial_state.items()}
     with pytest.raises(ConfigError, match="slice_thickness"):
         make_solver_on(problem, "lm", {}, state)

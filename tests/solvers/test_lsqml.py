@@ -96,7 +96,7 @@ def test_one_update_equals_its_formula(make_problem):
     options = {"delta": 0.2, "step_damping": 0.15, "step_scale": 0.8}
     amplitude, phase, (rows, cols), probe = textbook_lsqml(problem, state, batch, 0.2, 0.15, 0.8)
     make_solver_on(problem, "lsqml", options, state, active=("object_amplitude", "object_phase", "probe")).update(
-        batch, {"single": 1.0}, True)
+        batch, True)
     torch.testing.assert_close(state["object_amplitude"][0, 0, rows, cols], amplitude, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(state["object_phase"][0, 0, rows, cols], phase, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(state["probe"][0], probe, rtol=1e-12, atol=1e-12)
@@ -120,7 +120,7 @@ def test_updates_lower_the_misfit_of_a_multislice_mixed_state_problem(make_probl
                                                                                 "probe"))
     for _ in range(5):
         for group in ([0, 5, 10, 15], [1, 6, 11, 12], [2, 7, 8, 13], [3, 4, 9, 14]):
-            solver.update(make_batch(problem, truth, group), {"single": 1.0}, True)
+            solver.update(make_batch(problem, truth, group), True)
     assert amplitude_error() < 0.2 * before
 
 
@@ -133,8 +133,8 @@ def test_momentum_after_an_iteration(make_problem):
         state = {key: value.clone() for key, value in start.items()}
         solver = make_solver_on(problem, "lsqml", {"momentum": eta}, state)
         for group in ([0, 5, 10, 15], [1, 6, 11, 12]):
-            solver.update(make_batch(problem, truth, group), {"single": 1.0}, True)
-        solver.end_iteration(1)
+            solver.update(make_batch(problem, truth, group), True)
+        solver.end_iteration()
         runs[eta] = state
     d = runs[0.0]["probe"] - start["probe"]
     torch.testing.assert_close(runs[0.5]["probe"], runs[0.0]["probe"] + 0.5 * d, rtol=1e-12, atol=1e-12)

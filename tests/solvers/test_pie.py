@@ -53,7 +53,7 @@ def test_batch_of_one_equals_the_textbook_formula(make_problem, name, options, p
         problem, before, batch, options["alpha"], options["beta"], options.get("alpha_r", 1.0),
         options.get("beta_r", 1.0))
     make_solver_on(problem, name, options, state, active=("object_amplitude", "object_phase", "probe")).update(
-        batch, {"single": 1.0}, True)
+        batch, True)
     torch.testing.assert_close(state["object_amplitude"][0, 0, rows, cols], amplitude, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(state["object_phase"][0, 0, rows, cols], phase, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(state["probe"], probe, rtol=1e-12, atol=1e-12)
@@ -80,7 +80,7 @@ def test_a_batch_adds_numerators_over_the_summed_illumination(make_problem):
     changes = []
     for indices in ([0], [15], [0, 15]):
         state = {key: value.clone() for key, value in start.items()}
-        make_solver_on(problem, "epie", {}, state).update(make_batch(problem, truth, indices), {"single": 1.0}, True)
+        make_solver_on(problem, "epie", {}, state).update(make_batch(problem, truth, indices), True)
         changes.append((torch.polar(state["object_amplitude"], state["object_phase"]) - t_start,
                         state["probe"] - start["probe"]))
     probe_power = (start["probe"].abs() ** 2).sum(0)
@@ -102,7 +102,7 @@ def run_updates(problem, name, options, start, truth, batches, active=("object_a
     state = {key: value.clone() for key, value in start.items()}
     solver = make_solver_on(problem, name, options, state, active=active)
     for indices in batches:
-        solver.update(make_batch(problem, truth, indices), {"single": 1.0}, True)
+        solver.update(make_batch(problem, truth, indices), True)
     return state, solver
 
 
@@ -148,7 +148,7 @@ def test_mpie_momentum_step_follows_its_formula(make_problem):
     torch.testing.assert_close(solver.momentum.velocity["object"], object_d1, rtol=1e-12, atol=1e-12)
     after_first = {key: value.clone() for key, value in mpie.items()}
     for indices in BATCHES[2:]:
-        solver.update(make_batch(problem, truth, indices), {"single": 1.0}, True)
+        solver.update(make_batch(problem, truth, indices), True)
     rpie, _ = run_updates(problem, "rpie", options, after_first, truth, BATCHES[2:])
     d2 = rpie["probe"] - after_first["probe"]
     torch.testing.assert_close(mpie["probe"], rpie["probe"] + gamma * (eta * d1 + d2), rtol=1e-12, atol=1e-12)
@@ -191,5 +191,5 @@ def test_position_correction_moves_towards_the_true_shift(make_problem, name, n_
     assert (torch.sign(first) == torch.sign(true_offset)).all()
     assert ((first - true_offset).norm(dim=1) < 0.5 * true_offset.norm()).all()
     for _ in range(3):
-        solver.update(make_batch(problem, truth, list(range(16))), {"single": 1.0}, True)
+        solver.update(make_batch(problem, truth, list(range(16))), True)
     assert (state["position_offsets_px"] - true_offset).norm(dim=1).max() < 1e-4

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from ptyopt.config import parse_config
 from ptyopt.errors import ConfigError
-from ptyopt.objective.losses import build_losses, parse_losses
-from ptyopt.solvers import SolverContext, make_solver
-from ptyopt.solvers.ggn import Chunk, GaussNewton, NoiseModel, block_diagonal, illumination
+from ptyopt.solvers.base import Batch
+from ptyopt.solvers.checks import check_config
+from ptyopt.solvers.ggn import GaussNewton, NoiseModel, block_diagonal, illumination
 from ptyopt.solvers.ssnal import proximal_subproblem, ssnal
 
 from .conftest import make_solver_on, random_state, simulate
@@ -26,7 +27,7 @@ def explicit_problem(problem, state, chunks, noise, diagonal):
     """A = [√h J D^-½ ; √μ I] as a dense matrix (without the √μ rows) and b, from the explicit Jacobian."""
     params = {k: state[k] for k in KEYS}
     sizes = [params[k].numel() for k in KEYS]
-    indices = torch.cat([c.indices for c in chunks])
+    indices = torch.cat([c.index_tensor for c in chunks])
 
     def f(x):
         parts = dict(zip(KEYS, (p.reshape(params[k].shape) for k, p in zip(KEYS, x.split(sizes), strict=True)),
@@ -52,7 +53,7 @@ def _subproblem(problem):
     state = random_state(problem, seed=2, phase_rad=0.3)
     indices = torch.tensor([0, 1, 4, 5])
     meas = simulate(problem, truth, indices)
-    chunks = [Chunk(indices[:2], meas[:2]), Chunk(indices[2:], meas[2:])]
+    chunks = [Batch(indices[:2].numpy(), indices[:2], meas[:2]), Batch(indices[2:].numpy(), indices[2:], meas[2:])]
     noise = NoiseModel("gaussian", 1e-3, normaliser=4 * problem.probe_power)
     op = GaussNewton(problem.model, state, KEYS, chunks, noise, cache=True)
     gradient = op.gradient()
@@ -154,6 +155,6 @@ def test_unknown_option_and_bad_sparse_order_are_config_errors(make_problem):
         make_solver_on(problem, "ssnal", {"l1_weigth": 1.0}, state)
     with pytest.raises(ConfigError, match="amplitude_min"):
         make_solver_on(problem, "ssnal", {"amplitude_min": 1.0, "amplitude_max": 0.5}, state)
-    losses = build_losses(parse_losses({"single": {}, "sparse": {"order": 2.0}}))
+    raw = {"data": {"path": "x.h5"}, "loss": {"single": {}, "sparse": {"order": 2.0}}, "solver": {"name": "ssnal"}}
     with pytest.raises(ConfigError, match="loss.sparse.order: 1"):
-        make_solver("ssnal", {}, SolverContext(problem, state, losses))
+        check_config(parse_config(raw))

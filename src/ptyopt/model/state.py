@@ -13,16 +13,6 @@ from ptyopt.data.dataset import GroundTruth
 from ptyopt.errors import ConfigError
 from ptyopt.physics import make_probe, probe_modes
 
-STATE_KEYS = (
-    "object_amplitude",
-    "object_phase",
-    "probe",
-    "position_offsets_px",
-    "tilts_mrad",
-    "slice_thickness_ang",
-    "occupancy",
-)
-
 
 @dataclass(frozen=True)
 class Geometry:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ptyopt.objective.losses import LossTerm
+from ptyopt.objective.losses import LossTerm, loss_values
 
 
 def forward_passes(n_patterns: int, chunk_patterns: int) -> int:
@@ -33,8 +33,7 @@ def batch_objective_backward(model, state: dict[str, Tensor], indices: Tensor, m
         out = model.output(state, indices, intensities)
     else:
         out = model(state, indices)
-    inputs = out.loss_inputs(meas)
-    values = {term.name: term(inputs) for term in losses}
+    values = loss_values(losses, out, meas)
     _backward(sum(weights[name] * value for name, value in values.items()) * scale)
     if chunks and intensities.grad is not None:
         for c in chunks:

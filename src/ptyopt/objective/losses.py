@@ -6,9 +6,10 @@ All data terms compare model intensities ``pred`` with measured ``meas`` (B, Ky,
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from pydantic import Field, ValidationError
@@ -17,7 +18,11 @@ from torch import Tensor
 from ptyopt.config_base import StrictModel
 from ptyopt.errors import ConfigError
 from ptyopt.objective.schedules import ScheduleLike, as_schedule
+from ptyopt.physics import window_coverage
 from ptyopt.registry import Registry, did_you_mean
+
+if TYPE_CHECKING:
+    from ptyopt.model.forward import ForwardOutput
 
 EPS = 1e-10  # keeps p-th powers of zero intensities differentiable
 
@@ -76,6 +81,23 @@ class LossInputs:
         return (values.sum(dim=(-3, -2, -1)) if per_mode else values.sum()) / count
 
 
+def loss_inputs(out: ForwardOutput, meas: Tensor) -> LossInputs:
+    """The loss terms' view of a forward pass on a batch with measured patterns ``meas`` (B, K, K): the
+    detected intensities, and the object canvases weighted by the batch's window coverage, on which the object
+    terms give the same numbers as on the gathered patches, without the gathers."""
+    phase = out.state["object_phase"]
+    coverage = window_coverage(out.crop_px, out.window_px, tuple(phase.shape[-2:]), dtype=phase.dtype)
+    canvas = ObjectUnderBatch(phase, out.state["object_amplitude"], coverage, len(out.crop_px), out.window_px)
+    return LossInputs(out.intensities, meas, lambda: out.phase_patches, lambda: out.amplitude_patches,
+                      out.occupancy, canvas=canvas)
+
+
+def loss_values(terms: list[LossTerm], out: ForwardOutput, meas: Tensor) -> dict[str, Tensor]:
+    """Each term's value (with its graph) on one forward pass."""
+    inputs = loss_inputs(out, meas)
+    return {term.name: term(inputs) for term in terms}
+
+
 class LossParams(StrictModel):
     weight: ScheduleLike = Field(1.0, description="weight of the term: a number or a schedule over iterations")
 
@@ -96,10 +118,6 @@ class LossTerm:
 LOSSES: Registry[type[LossTerm]] = Registry("loss term")
 
 
-def _register(cls: type[LossTerm]) -> type[LossTerm]:
-    return LOSSES.register(cls.name)(cls)
-
-
 def _normalised_rmse(pred: Tensor, meas: Tensor, power: float) -> Tensor:
     """sqrt(mean((pred^p - meas^p)^2)) / mean(meas^p), negative values clipped."""
     meas_p = meas.clamp(min=0) ** power
@@ -107,7 +125,7 @@ def _normalised_rmse(pred: Tensor, meas: Tensor, power: float) -> Tensor:
     return torch.sqrt(torch.mean((model_p - meas_p) ** 2) + EPS**2) / meas_p.mean().clamp(min=EPS)
 
 
-@_register
+@LOSSES.register
 class SingleLoss(LossTerm):
     """Normalised RMSE of powered intensities: sqrt(mean((pred^p - meas^p)^2)) / mean(meas^p).
 
@@ -123,7 +141,7 @@ class SingleLoss(LossTerm):
         return _normalised_rmse(inputs.pred, inputs.meas, self.params.dp_pow)
 
 
-@_register
+@LOSSES.register
 class PoissonLoss(LossTerm):
     """Poisson negative log-likelihood per pixel, mean(pred - meas·ln(pred + eps)) / mean(meas), offset so
     that it is 0 at pred == meas. Meant for data that are electron counts."""
@@ -139,7 +157,7 @@ class PoissonLoss(LossTerm):
         return torch.mean(nll - floor) / meas.mean().clamp(min=EPS)
 
 
-@_register
+@LOSSES.register
 class PacbedLoss(LossTerm):
     """Position-averaged CBED misfit: sqrt(mean((<pred>^p - <meas>^p)^2)) / mean(<meas>^p), <.> = batch mean.
 
@@ -155,7 +173,7 @@ class PacbedLoss(LossTerm):
         return _normalised_rmse(inputs.pred.mean(dim=0), inputs.meas.mean(dim=0), self.params.power)
 
 
-@_register
+@LOSSES.register
 class SparseLoss(LossTerm):
     """L_n norm of the object phase under the batch: sum_o occ_o · (mean |phi_o|^n)^(1/n) [rad]."""
 
@@ -170,12 +188,12 @@ class SparseLoss(LossTerm):
         return (inputs.occupancy * per_mode).sum()
 
 
-@_register
+@LOSSES.register
 class SimilarityLoss(LossTerm):
     """Object-mode similarity: mean over pixels of the standard deviation across object modes of occ·phi and
     occ·A. Exactly 0 with one object mode (no NaN)."""
 
-    name = "simlar"
+    name = "similarity"
 
     def __call__(self, inputs: LossInputs) -> Tensor:
         if len(inputs.occupancy) < 2:
@@ -188,10 +206,16 @@ class SimilarityLoss(LossTerm):
         return inputs.patch_mean(spread, per_mode=False)
 
 
+LOSSES.alias("simlar", "similarity", "a name that says what it measures")
+
+
 def parse_losses(raw: Mapping[str, Any] | None) -> dict[str, LossParams]:
     """Validate the ``loss`` section {name: params}; unknown names or keys raise ConfigError with a suggestion."""
     parsed: dict[str, LossParams] = {}
     for name, params in (raw or {}).items():
+        if name in LOSSES and LOSSES.deprecation(name):
+            warnings.warn(LOSSES.deprecation(name), FutureWarning, stacklevel=2)
+            name = LOSSES.canonical(name)
         if isinstance(params, LossParams):
             parsed[name] = params
             continue

@@ -5,15 +5,21 @@ Everything here is a function of tensors: no state, no globals; device and dtype
 
 from ptyopt.physics.aberrations import ABERRATION_SYMBOLS, aberration_phase, canonical_aberrations
 from ptyopt.physics.constants import interaction_constant, wavelength_ang
+from ptyopt.physics.detector import DetectorResponse, detector_blur
 from ptyopt.physics.grids import frequency_grid
 from ptyopt.physics.multislice import (
+    MultisliceWaves,
     far_field_intensity,
     forward_intensities,
     gather_patches,
     gather_slices,
+    multislice,
     multislice_exit_waves,
     multislice_far_field,
+    multislice_forward,
+    propagate,
     shift_probes,
+    slice_propagator,
     split_positions,
     transmission,
     window_coverage,
@@ -25,6 +31,13 @@ from ptyopt.physics.shift import fourier_shift
 __all__ = [
     "ABERRATION_SYMBOLS",
     "PROPAGATORS",
+    "DetectorResponse",
+    "MultisliceWaves",
+    "detector_blur",
+    "multislice",
+    "multislice_forward",
+    "propagate",
+    "slice_propagator",
     "aberration_phase",
     "canonical_aberrations",
     "far_field_intensity",

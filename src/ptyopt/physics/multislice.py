@@ -8,10 +8,13 @@ FFTs are orthonormal, so sum_k |Psi(k)|^2 = sum_r |psi(r)|^2 and the pattern tot
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import Tensor
 
+from ptyopt.physics.detector import DetectorResponse
 from ptyopt.physics.shift import shift_ramp
 
 
@@ -156,8 +159,8 @@ def shift_probes(probe: Tensor, shift_px: Tensor) -> Tensor:
     return torch.fft.ifft2(torch.fft.fft2(probe)[None] * ramp[:, None])
 
 
-def _slice_propagator(propagators: Tensor, index: int) -> Tensor:
-    """Propagator of slice ``index`` broadcastable against psi (B, pmode, omode, Y, X).
+def slice_propagator(propagators: Tensor, index: int) -> Tensor:
+    """Propagator of slice ``index`` broadcastable against waves (B, pmode, omode, Y, X).
 
     propagators: (S | 1, Y, X) shared by the batch, or (S | 1, B, Y, X) one per position (tilts).
     """
@@ -165,26 +168,45 @@ def _slice_propagator(propagators: Tensor, index: int) -> Tensor:
     return h[:, None, None] if h.dim() == 3 else h
 
 
-def multislice_far_field(
-    probes: Tensor, transmissions: Tensor | Sequence[Tensor], propagators: Tensor, *, propagate_last: bool = False
-) -> Tensor:
-    """Far-field waves Psi(k) (B, pmode, omode, Y, X), unshifted FFT layout, orthonormal FFT.
+def propagate(psi: Tensor, h: Tensor) -> Tensor:
+    """F^-1[H F psi] (orthonormal FFTs): one free-space step."""
+    return torch.fft.ifft2(torch.fft.fft2(psi, norm="ortho") * h, norm="ortho")
+
+
+def multislice(
+    probes: Tensor, transmissions: Tensor | Sequence[Tensor], propagators: Tensor, *, propagate_last: bool = False,
+    keep_incident: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """Far-field waves Psi(k) (B, pmode, omode, Y, X), unshifted FFT layout, orthonormal FFT, and with
+    ``keep_incident`` the wave entering every slice (B, pmode, omode, S, Y, X) (else None).
 
     probes: (B, pmode, Y, X) incident waves; transmissions: object patches (B, omode, S, Y, X), or the S slices
     as a sequence of (B, omode, Y, X) (``gather_slices``); propagators: (S | 1, Y, X) or (S | 1, B, Y, X) from
-    ``propagator``. The last slice is propagated only when ``propagate_last`` (abTEM does; it changes |Psi|^2
-    only through a band limit), and then in Fourier space, at no extra FFT.
+    ``propagator``. psi^0 = probe, psi^{s+1} = propagate(psi^s · t_s), Psi = F(psi^{S-1} · t_{S-1}). The last
+    slice is propagated only when ``propagate_last`` (abTEM does; it changes |Psi|^2 only through a band
+    limit), and then in Fourier space, at no extra FFT.
     """
     # unbind: one backward copy for all slices (indexing slice by slice would zero-fill a full gradient each)
     slices = transmissions.unbind(2) if isinstance(transmissions, Tensor) else transmissions
     psi = probes[:, :, None]  # (B, pmode, 1, Y, X) broadcasts against object modes
+    incident = []
     for s, t in enumerate(slices[:-1]):
-        psi = torch.fft.fft2(psi * t[:, None], norm="ortho") * _slice_propagator(propagators, s)
-        psi = torch.fft.ifft2(psi, norm="ortho")
+        if keep_incident:
+            incident.append(psi.expand(-1, -1, t.shape[1], -1, -1))
+        psi = propagate(psi * t[:, None], slice_propagator(propagators, s))
+    if keep_incident:
+        incident.append(psi.expand(-1, -1, slices[-1].shape[1], -1, -1))
     far_field = torch.fft.fft2(psi * slices[-1][:, None], norm="ortho")
     if propagate_last:
-        far_field = far_field * _slice_propagator(propagators, len(slices) - 1)
-    return far_field
+        far_field = far_field * slice_propagator(propagators, len(slices) - 1)
+    return far_field, (torch.stack(incident, dim=3) if keep_incident else None)
+
+
+def multislice_far_field(
+    probes: Tensor, transmissions: Tensor | Sequence[Tensor], propagators: Tensor, *, propagate_last: bool = False
+) -> Tensor:
+    """The far field of ``multislice`` alone."""
+    return multislice(probes, transmissions, propagators, propagate_last=propagate_last)[0]
 
 
 def far_field_intensity(far_field: Tensor, occupancy: Tensor) -> Tensor:
@@ -201,6 +223,61 @@ def multislice_exit_waves(probes: Tensor, transmissions: Tensor, propagators: Te
     return torch.fft.ifft2(multislice_far_field(probes, transmissions, propagators), norm="ortho")
 
 
+@dataclass(frozen=True)
+class MultisliceWaves:
+    """What one forward pass computed on its way to the intensities, kept for the exit-wave solvers and
+    diagnostics (nothing extra is computed unless ``incident`` was asked for).
+
+    crop_px (B, 2) top-left corners of the object patches [px]; shift_px (B, 2) sub-pixel probe shifts [px];
+    probes (B, pmode, Y, X) the shifted probes; slices: S transmission patches (B, omode, Y, X);
+    propagators (S | 1, [B,] Y, X); incident (B, pmode, omode, S, Y, X) the wave entering each slice, or None;
+    far_field (B, pmode, omode, Y, X) unshifted layout; intensities (B, Ky, Kx) as detected, DC at K//2.
+    """
+
+    crop_px: Tensor
+    shift_px: Tensor
+    probes: Tensor
+    slices: tuple[Tensor, ...]
+    propagators: Tensor
+    incident: Tensor | None
+    far_field: Tensor
+    intensities: Tensor
+    propagate_last: bool
+    detector: DetectorResponse
+
+    @cached_property
+    def transmissions(self) -> Tensor:
+        """The transmission patches stacked, (B, omode, S, Y, X)."""
+        return torch.stack(self.slices, dim=2)
+
+
+def multislice_forward(
+    object_amplitude: Tensor,
+    object_phase_rad: Tensor,
+    probe: Tensor,
+    crop_yx_px: Tensor,
+    shift_px: Tensor,
+    propagators: Tensor,
+    occupancy: Tensor,
+    *,
+    propagate_last: bool = False,
+    detector_blur_px: float = 0.0,
+    keep_incident: bool = False,
+) -> MultisliceWaves:
+    """The forward model of a batch of positions with its intermediates: see ``forward_intensities``."""
+    window = tuple(probe.shape[-2:])
+    # the transmission A·exp(i phi) is formed on the whole canvas once and then gathered slice by slice: cheaper
+    # than per-patch transmissions because the windows cover the canvas many times over
+    slices = tuple(gather_slices(transmission(object_amplitude, object_phase_rad), crop_yx_px, window))
+    probes = shift_probes(probe, shift_px)
+    far_field, incident = multislice(probes, slices, propagators, propagate_last=propagate_last,
+                                     keep_incident=keep_incident)
+    detector = DetectorResponse(detector_blur_px)
+    intensities = detector(far_field_intensity(far_field, occupancy))
+    return MultisliceWaves(crop_yx_px, shift_px, probes, slices, propagators, incident, far_field, intensities,
+                           propagate_last, detector)
+
+
 def forward_intensities(
     object_amplitude: Tensor,
     object_phase_rad: Tensor,
@@ -211,19 +288,15 @@ def forward_intensities(
     occupancy: Tensor,
     *,
     propagate_last: bool = False,
+    detector_blur_px: float = 0.0,
 ) -> Tensor:
-    """Diffraction intensities (B, Ky, Kx) of a batch of positions, DC at (Ky//2, Kx//2).
+    """Detected diffraction intensities (B, Ky, Kx) of a batch of positions, DC at (Ky//2, Kx//2): the hot path,
+    the same code every solver runs (``ptyopt.model.ForwardModel`` calls it; what ``compute.compile`` compiles).
 
     object_amplitude, object_phase_rad: (omode, S, Yo, Xo); probe: (pmode, Y, X) complex;
     crop_yx_px: (B, 2) integer top-left corners of the object patches; shift_px: (B, 2) sub-pixel probe
-    shifts [px]; propagators: see ``multislice_far_field``; occupancy: (omode,).
-    The probe position is crop + window centre + shift.
+    shifts [px]; propagators: see ``multislice``; occupancy: (omode,); detector_blur_px: std of the detector's
+    Gaussian point-spread function [px] (0 = none). The probe position is crop + window centre + shift.
     """
-    window = probe.shape[-2:]
-    transmissions = transmission(
-        gather_patches(object_amplitude, crop_yx_px, window), gather_patches(object_phase_rad, crop_yx_px, window)
-    )
-    far_field = multislice_far_field(
-        shift_probes(probe, shift_px), transmissions, propagators, propagate_last=propagate_last
-    )
-    return far_field_intensity(far_field, occupancy)
+    return multislice_forward(object_amplitude, object_phase_rad, probe, crop_yx_px, shift_px, propagators,
+                              occupancy, propagate_last=propagate_last, detector_blur_px=detector_blur_px).intensities

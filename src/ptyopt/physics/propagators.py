@@ -6,32 +6,50 @@ All kernels use the FFT convention exp(-2 pi i k·r) and the unshifted frequency
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from typing import ClassVar, Protocol
 
 import torch
 from torch import Tensor
 
 from ptyopt.registry import Registry
 
-# kernel(k2_inv_ang2, dz_ang, wavelength_ang) -> phase [rad] of the propagator (real tensor)
-PropagatorPhase = Callable[[Tensor, Tensor, float], Tensor]
-PROPAGATORS: Registry[PropagatorPhase] = Registry("propagator")
+
+class PropagatorKind(Protocol):
+    """A free-space propagator: ``phase(k2_inv_ang2, dz_ang, wavelength_ang)`` -> the phase [rad] of H (real)."""
+
+    name: ClassVar[str]
+
+    @staticmethod
+    def phase(k2_inv_ang2: Tensor, dz_ang: Tensor, wavelength_ang: float) -> Tensor: ...
 
 
-@PROPAGATORS.register("fresnel")
-def fresnel_phase(k2_inv_ang2: Tensor, dz_ang: Tensor, wavelength_ang: float) -> Tensor:
-    """Paraxial (Fresnel) propagator phase: H = exp(-i pi lambda dz |k|^2)."""
-    return -math.pi * wavelength_ang * dz_ang * k2_inv_ang2
+PROPAGATORS: Registry[type[PropagatorKind]] = Registry("propagator")
 
 
-@PROPAGATORS.register("angular_spectrum")
-def angular_spectrum_phase(k2_inv_ang2: Tensor, dz_ang: Tensor, wavelength_ang: float) -> Tensor:
-    """Angular-spectrum propagator phase without the global term: H = exp(2 pi i dz (k_z - 1/lambda)),
+@PROPAGATORS.register
+class Fresnel:
+    """Paraxial (Fresnel) propagator: H = exp(-i pi lambda dz |k|^2)."""
+
+    name = "fresnel"
+
+    @staticmethod
+    def phase(k2_inv_ang2: Tensor, dz_ang: Tensor, wavelength_ang: float) -> Tensor:
+        return -math.pi * wavelength_ang * dz_ang * k2_inv_ang2
+
+
+@PROPAGATORS.register
+class AngularSpectrum:
+    """Angular-spectrum propagator without the global term: H = exp(2 pi i dz (k_z - 1/lambda)),
     k_z = sqrt(1/lambda^2 - |k|^2). Equals the Fresnel phase to first order in lambda^2 |k|^2."""
-    inv_wavelength2 = 1.0 / wavelength_ang**2
-    kz = torch.sqrt(torch.clamp(inv_wavelength2 - k2_inv_ang2, min=0.0))
-    # written as -|k|^2/(kz + 1/lambda) to avoid the cancellation in kz - 1/lambda
-    return -2 * math.pi * dz_ang * k2_inv_ang2 / (kz + 1.0 / wavelength_ang)
+
+    name = "angular_spectrum"
+
+    @staticmethod
+    def phase(k2_inv_ang2: Tensor, dz_ang: Tensor, wavelength_ang: float) -> Tensor:
+        inv_wavelength2 = 1.0 / wavelength_ang**2
+        kz = torch.sqrt(torch.clamp(inv_wavelength2 - k2_inv_ang2, min=0.0))
+        # written as -|k|^2/(kz + 1/lambda) to avoid the cancellation in kz - 1/lambda
+        return -2 * math.pi * dz_ang * k2_inv_ang2 / (kz + 1.0 / wavelength_ang)
 
 
 def tilt_ramp_phase(ky_inv_ang: Tensor, kx_inv_ang: Tensor, dz_ang: Tensor, tilt_mrad: Tensor) -> Tensor:
@@ -75,7 +93,7 @@ def propagator(
     tilt_mrad (theta_y, theta_x) [mrad] may be absent, global (2,) or per position (N, 2).
     ``band_limit`` multiplies by the 2/3-Nyquist aperture that keeps the transmission-probe product alias-free.
     """
-    phase_fn = PROPAGATORS.get(kind)
+    phase_fn = PROPAGATORS.get(kind).phase
     dz = torch.as_tensor(dz_ang, dtype=ky_inv_ang.dtype, device=ky_inv_ang.device)
     k2 = ky_inv_ang**2 + kx_inv_ang**2
     phase = phase_fn(k2, dz.reshape(dz.shape + (1, 1)), wavelength_ang)

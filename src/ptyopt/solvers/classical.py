@@ -1,12 +1,12 @@
 """Shared scaffolding of the exit-wave solvers (ePIE family, LSQ-ML): what they may update, the write-back of a
 complex object change into amplitude and phase, position updates, momentum buffers and loss reporting.
 
-These solvers update the object, the probe and the positions with their own step rules. The values of the
-engine's learning rates (optimize.*.lr) are ignored; only their ratio to the configured schedule, which the
-engine's NaN guard halves after each rollback, scales every step (``step_multiplier``, 1 in a normal run).
-The update windows (start_iter, end_iter, active_when) are obeyed.
-The configured loss terms are evaluated on every batch and reported, but the updates follow the algorithm's
-own noise model, not the loss weights.
+These solvers update the object, the probe and the positions with their own step rules, from the forward
+model's own pass (``ForwardModel(..., keep_waves=True)``), so they run whatever the model includes (detector
+response, tilts, ...). The engine's learning rates (optimize.*.lr) are not used; only the NaN guard's factor
+(``IterationPlan.lr_multiplier``, 1 in a normal run, halved after each rollback) scales every step. The update
+windows (start_iter, end_iter, active_when) are obeyed. The configured loss terms are evaluated on every batch
+and reported, but the updates follow the algorithm's own noise model, not the loss weights.
 """
 
 from __future__ import annotations
@@ -18,13 +18,10 @@ from pydantic import Field
 from torch import Tensor
 
 from ptyopt.config_base import StrictModel
-from ptyopt.errors import ConfigError
-from ptyopt.objective.losses import LossInputs
-from ptyopt.objective.schedules import as_schedule
-from ptyopt.solvers.base import Batch, Solver, SolverContext
-from ptyopt.solvers.exitwave import ExitWaves, model_intensity, position_steps
-
-UNSUPPORTED = ("tilts", "slice_thickness", "occupancy")
+from ptyopt.model.forward import ForwardOutput
+from ptyopt.physics import MultisliceWaves
+from ptyopt.solvers.base import Batch, Capabilities, IterationPlan, MiniBatchSolver, SolverContext
+from ptyopt.solvers.exitwave import position_steps
 
 
 class PositionParams(StrictModel):
@@ -88,47 +85,30 @@ class Momentum:
         self.pending = {k: v.clone() for k, v in state["pending"].items()}
 
 
-class ExitWaveSolver(Solver):
-    """Base of the classical solvers: checks the config, reports the loss terms, applies updates."""
+class ExitWaveSolver(MiniBatchSolver):
+    """Base of the classical solvers: the forward pass with its waves, loss reporting, updates."""
+
+    capabilities = Capabilities(updates=frozenset({"object_amplitude", "object_phase", "probe", "positions"}),
+                                learning_rates=False, grad_accumulation=False)
 
     def __init__(self, params: StrictModel, context: SolverContext):
         super().__init__(params, context)
-        config = context.problem.config
-        for name in UNSUPPORTED:
-            if getattr(config.optimize, name).start_iter is not None:
-                raise ConfigError(f"solver '{self.name}' updates the object, probe and positions only; set "
-                                  f"optimize.{name}.start_iter: null or use solver.name: adam")
-        if config.model.detector_blur_px > 0:
-            raise ConfigError(f"solver '{self.name}' has no detector blur in its modulus constraint; set "
-                              "model.detector_blur_px: 0 or use solver.name: adam")
-        if config.solver.grad_accumulation != 1:
-            raise ConfigError(f"solver '{self.name}' updates after every batch; set solver.grad_accumulation: 1 "
-                              "(use solver.batch_size for larger groups)")
         self.momentum = Momentum()
         self.momentum_enabled = False  # subclasses with momentum switch it on; else no buffers are kept
 
-    def start_iteration(self, iteration: int, active: dict[str, bool], learning_rates: dict[str, float]) -> None:
-        super().start_iteration(iteration, active, learning_rates)
-        self.step_multiplier = 1.0
-        for name, rate in learning_rates.items():
-            configured = as_schedule(getattr(self.context.problem.config.optimize, name).lr).value(iteration)
-            if configured > 0:
-                self.step_multiplier = min(1.0, rate / configured)  # the NaN guard's halvings
-                break
-
-    @property
-    def state(self) -> dict[str, Tensor]:
-        return self.context.state
+    def start_iteration(self, plan: IterationPlan) -> None:
+        super().start_iteration(plan)
+        self.step_multiplier = plan.lr_multiplier  # the NaN guard's halvings
 
     @property
     def object_active(self) -> tuple[bool, bool]:
         return self.active["object_amplitude"], self.active["object_phase"]
 
-    def report(self, waves: ExitWaves, batch: Batch, occupancy: Tensor) -> dict[str, Tensor]:
-        """The objective's terms on the batch before the update (the model's intensity convention)."""
-        intensities = torch.fft.fftshift(model_intensity(waves.far_field, occupancy), dim=(-2, -1))
-        inputs = LossInputs(intensities, batch.meas, waves.phase_patches, waves.amplitude_patches, occupancy)
-        return {term.name: term(inputs).detach() for term in self.context.losses}
+    def forward(self, batch: Batch) -> tuple[ForwardOutput, dict[str, Tensor]]:
+        """The model's pass on the batch with its waves, and the objective's terms there (before the update)."""
+        out = self.context.model(self.state, batch.index_tensor, keep_waves=True)
+        self.forward_evaluations += len(batch.indices)
+        return out, {name: value.detach() for name, value in self.loss_values(out, batch).items()}
 
     def update_object(self, change: Tensor, box: tuple[int, int, int, int]) -> None:
         amplitude, phase = self.object_active
@@ -141,7 +121,7 @@ class ExitWaveSolver(Solver):
         if self.momentum_enabled:
             self.momentum.record("probe", change, self.state["probe"])
 
-    def update_positions(self, batch: Batch, waves: ExitWaves, occupancy: Tensor) -> None:
+    def update_positions(self, batch: Batch, waves: MultisliceWaves, occupancy: Tensor) -> None:
         params = self.params
         steps = position_steps(waves, batch.meas, occupancy, params.max_shift_px) * (
             params.position_step * self.step_multiplier)

@@ -1,96 +1,30 @@
 """Exit-wave machinery of the classical solvers (ePIE/rPIE/mPIE, LSQ-ML): pure tensor functions.
 
-Shapes: B positions, p probe modes, o object modes, S slices, (Y, X) probe window, (h, w) a canvas box.
-Waves are (B, p, o, [S,] Y, X) complex. Conventions are the forward model's (``ptyopt.physics.multislice``):
-transmit then propagate, orthonormal FFTs, far fields in the unshifted layout, measured patterns fftshifted
-(DC at K//2), intensity I = sum_{p,o} occ_o |Psi_po|^2.
+They read the forward model's own pass (``physics.MultisliceWaves``, from ``ForwardModel(..., keep_waves=True)``):
+the wave entering every slice, the transmissions, the propagators and the far field. Shapes: B positions,
+p probe modes, o object modes, S slices, (Y, X) probe window, (h, w) a canvas box. Waves are (B, p, o, [S,] Y, X)
+complex. Conventions are the forward model's (``ptyopt.physics.multislice``): transmit then propagate,
+orthonormal FFTs, far fields in the unshifted layout, measured patterns fftshifted (DC at K//2), model intensity
+I = sum_{p,o} occ_o |Psi_po|^2 and detected intensity D I (``physics.DetectorResponse``: a Gaussian PSF or none);
+the far-field updates pull the detector residual back with Dᵀ, so they are exact gradient steps with a PSF too.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from ptyopt.physics import gather_patches, shift_probes, split_positions, transmission
+from ptyopt.physics import DetectorResponse, MultisliceWaves, gather_patches, propagate, slice_propagator
 from ptyopt.physics.shift import shift_ramp
 
-
-@dataclass(frozen=True)
-class ExitWaves:
-    """One batch's forward pass with every slice's incident wave kept.
-
-    crop_px (B, 2) top-left corners; shift_px (B, 2) sub-pixel probe shifts [px]; probes (B, p, Y, X) shifted
-    probes; transmissions (B, o, S, Y, X); propagators (S | 1, [B,] Y, X); incident (B, p, o, S, Y, X) the wave
-    entering each slice; far_field (B, p, o, Y, X); amplitude/phase patches (B, o, S, Y, X) for the loss terms.
-    """
-
-    crop_px: Tensor
-    shift_px: Tensor
-    probes: Tensor
-    transmissions: Tensor
-    propagators: Tensor
-    incident: Tensor
-    far_field: Tensor
-    amplitude_patches: Tensor
-    phase_patches: Tensor
-    propagate_last: bool
-
-
-def slice_propagator(propagators: Tensor, index: int) -> Tensor:
-    """Propagator of slice ``index`` broadcastable against waves (B, p, o, Y, X)."""
-    h = propagators[index if propagators.shape[0] > 1 else 0]
-    return h if h.dim() == 2 else h[:, None, None]
-
-
-def propagate(psi: Tensor, h: Tensor) -> Tensor:
-    """F^-1[H F psi] (orthonormal FFTs)."""
-    return torch.fft.ifft2(torch.fft.fft2(psi, norm="ortho") * h, norm="ortho")
+NO_DETECTOR_PSF = DetectorResponse(0.0)
 
 
 def back_propagate(psi: Tensor, h: Tensor) -> Tensor:
     """The adjoint of ``propagate``: F^-1[conj(H) F psi] (the inverse where |H| = 1)."""
     return torch.fft.ifft2(torch.fft.fft2(psi, norm="ortho") * h.conj(), norm="ortho")
-
-
-def multislice_incident(probes: Tensor, transmissions: Tensor, propagators: Tensor,
-                        propagate_last: bool = False) -> tuple[Tensor, Tensor]:
-    """Incident waves (B, p, o, S, Y, X) of every slice and the far field (B, p, o, Y, X).
-
-    psi^0 = probe, psi^{s+1} = propagate(psi^s · t_s), Psi = F(psi^{S-1} · t_{S-1}) (· H_{S-1} if propagate_last).
-    """
-    n_slices = transmissions.shape[2]
-    psi = probes[:, :, None].expand(-1, -1, transmissions.shape[1], -1, -1)
-    incident = []
-    for s in range(n_slices):
-        incident.append(psi)
-        exit_wave = psi * transmissions[:, None, :, s]
-        if s < n_slices - 1:
-            psi = propagate(exit_wave, slice_propagator(propagators, s))
-    far_field = torch.fft.fft2(exit_wave, norm="ortho")
-    if propagate_last:
-        far_field = far_field * slice_propagator(propagators, n_slices - 1)
-    return torch.stack(incident, dim=3), far_field
-
-
-def forward_batch(model, state: dict[str, Tensor], indices: Tensor) -> ExitWaves:
-    """The ForwardModel's pass on a batch (same crops, shifts, propagators), keeping the incident waves."""
-    window = model.geometry.window_px
-    crop, shift = split_positions(model.centres_px(state, indices), window)
-    amplitude = gather_patches(state["object_amplitude"], crop, window)
-    phase = gather_patches(state["object_phase"], crop, window)
-    probes = shift_probes(state["probe"], shift)
-    transmissions = transmission(amplitude, phase)
-    propagators = model.propagators(state, indices)
-    incident, far_field = multislice_incident(probes, transmissions, propagators, model.config.propagate_last)
-    return ExitWaves(crop, shift, probes, transmissions, propagators, incident, far_field, amplitude, phase,
-                     model.config.propagate_last)
-
-
-def normalised_occupancy(occupancy: Tensor) -> Tensor:
-    return occupancy.abs() / occupancy.abs().sum()
 
 
 def model_intensity(far_field: Tensor, occupancy: Tensor) -> Tensor:
@@ -110,53 +44,65 @@ def intensity_floor(meas: Tensor, relative: float = 0.0) -> Tensor:
     return ((relative + info.eps**2) * meas.clamp(min=0).mean(dim=(-2, -1), keepdim=True)).clamp(min=info.tiny)
 
 
-def modulus_constraint(far_field: Tensor, meas: Tensor, occupancy: Tensor) -> Tensor:
-    """Mixed-state modulus replacement Psi'_m = sqrt(y) / sqrt(sum_m occ_m |Psi_m|^2 + eps) · Psi_m.
+def detected_intensity(far_field: Tensor, occupancy: Tensor, detector: DetectorResponse) -> Tensor:
+    """D I, (B, Y, X) in the unshifted layout."""
+    return detector.fft_layout(model_intensity(far_field, occupancy))
+
+
+def modulus_constraint(far_field: Tensor, meas: Tensor, occupancy: Tensor,
+                       detector: DetectorResponse = NO_DETECTOR_PSF) -> Tensor:
+    """Mixed-state modulus replacement Psi'_m = r · Psi_m, r = sqrt(y) / sqrt(D I + eps) (the detector
+    residual step Psi - g/2 of ``detector_gradient``, gaussian). With a detector PSF, r is replaced by its
+    pull-back 1 - Dᵀ(1 - r) (the same step; without a PSF it simplifies to r).
 
     far_field (B, p, o, Y, X) unshifted; meas (B, K, K) fftshifted; occupancy (o,) normalised.
     """
     y = unshifted(meas)
-    ratio = torch.sqrt(y) / torch.sqrt(model_intensity(far_field, occupancy) + intensity_floor(meas))
+    ratio = torch.sqrt(y) / torch.sqrt(detected_intensity(far_field, occupancy, detector) + intensity_floor(meas))
+    if not detector.is_identity:
+        ratio = 1 - detector.adjoint_fft_layout(1 - ratio)
     return far_field * ratio[:, None, None]
 
 
-def detector_gradient(far_field: Tensor, meas: Tensor, occupancy: Tensor, noise: str, floor: float = 0.0) -> Tensor:
+def detector_gradient(far_field: Tensor, meas: Tensor, occupancy: Tensor, noise: str, floor: float = 0.0,
+                      detector: DetectorResponse = NO_DETECTOR_PSF) -> Tensor:
     """g_m = 2 dL/dconj(Psi_m) / occ_m (torch's complex-gradient convention, per unit occupancy).
 
-    gaussian: L = sum (sqrt(I + eps) - sqrt(y))^2 -> g = 2 (1 - sqrt(y) / sqrt(I + eps)) Psi;
-    poisson:  L = sum (I + eps) - y ln(I + eps)   -> g = 2 (1 - y / (I + eps)) Psi.
+    gaussian: L = sum (sqrt(D I + eps) - sqrt(y))^2 -> g = 2 Dᵀ(1 - sqrt(y) / sqrt(D I + eps)) Psi;
+    poisson:  L = sum (D I + eps) - y ln(D I + eps)   -> g = 2 Dᵀ(1 - y / (D I + eps)) Psi.
     eps = ``intensity_floor(meas, floor)``: a detector floor (a fraction of the mean measured intensity).
     """
     y = unshifted(meas)
-    intensity = model_intensity(far_field, occupancy) + intensity_floor(meas, floor)
+    intensity = detected_intensity(far_field, occupancy, detector) + intensity_floor(meas, floor)
     if noise == "gaussian":
         factor = 1 - torch.sqrt(y) / torch.sqrt(intensity)
     elif noise == "poisson":
         factor = 1 - y / intensity
     else:
         raise ValueError(f"noise must be 'gaussian' or 'poisson', got {noise!r}")
-    return 2 * factor[:, None, None] * far_field
+    return 2 * detector.adjoint_fft_layout(factor)[:, None, None] * far_field
 
 
 def poisson_detector_step(far_field: Tensor, meas: Tensor, occupancy: Tensor, floor: float = 0.0,
-                          newton_steps: int = 8) -> Tensor:
+                          newton_steps: int = 8, detector: DetectorResponse = NO_DETECTOR_PSF) -> Tensor:
     """Per-position alpha (B,) minimising the Poisson L(Psi - alpha g) over alpha in [0, 1/2] (Newton, convex).
 
-    With c = 1 - y/(I + eps), Psi - alpha g = (1 - 2 alpha c) Psi, so I(alpha) = (1 - 2 alpha c)^2 I;
-    eps as in ``detector_gradient``.
+    With c = Dᵀ(1 - y/(D I + eps)), Psi - alpha g = (1 - 2 alpha c) Psi, so I(alpha) = (1 - 2 alpha c)^2 I and
+    L(alpha) = sum D I(alpha) + eps - y ln(D I(alpha) + eps), D linear; eps as in ``detector_gradient``.
     """
     y = unshifted(meas)
     eps = intensity_floor(meas, floor)
     intensity = model_intensity(far_field, occupancy)
-    c = 1 - y / (intensity + eps)
+    d = detector.fft_layout
+    c = detector.adjoint_fft_layout(1 - y / (d(intensity) + eps))
     alpha = torch.full(y.shape[:1], 0.25, dtype=y.dtype, device=y.device)
     for _ in range(newton_steps):
         u = 1 - 2 * alpha[:, None, None] * c
-        i_alpha = u**2 * intensity + eps
-        di = -4 * c * u * intensity
+        i_alpha = d(u**2 * intensity) + eps
+        di = d(-4 * c * u * intensity)
         ratio = y / i_alpha
         first = ((1 - ratio) * di).sum(dim=(-2, -1))
-        second = ((1 - ratio) * 8 * c**2 * intensity + ratio / i_alpha * di**2).sum(dim=(-2, -1))
+        second = ((1 - ratio) * d(8 * c**2 * intensity) + ratio / i_alpha * di**2).sum(dim=(-2, -1))
         alpha = (alpha - first / second.clamp(min=torch.finfo(y.dtype).tiny)).clamp(0.0, 0.5)
     return alpha
 
@@ -168,7 +114,7 @@ def exit_wave_change(far_field_change: Tensor, propagators: Tensor, propagate_la
     return torch.fft.ifft2(far_field_change, norm="ortho")
 
 
-def backward_sweep(chi_exit: Tensor, waves: ExitWaves) -> Tensor:
+def backward_sweep(chi_exit: Tensor, waves: MultisliceWaves) -> Tensor:
     """3PIE back-propagation of an exit-wave change through the slices -> chi (B, p, o, S, Y, X).
 
     chi^s is the change of the wave leaving slice s (psi^s · t_s); from last to first slice, the incident wave's
@@ -185,7 +131,8 @@ def backward_sweep(chi_exit: Tensor, waves: ExitWaves) -> Tensor:
     return torch.stack(chis, dim=3)
 
 
-def exit_response(waves: ExitWaves, d_probes: Tensor | None = None, d_transmissions: Tensor | None = None) -> Tensor:
+def exit_response(waves: MultisliceWaves, d_probes: Tensor | None = None,
+                  d_transmissions: Tensor | None = None) -> Tensor:
     """First-order change of the exit wave psi^{S-1} t_{S-1} (B, p, o, Y, X) for a change d_probes (B, p, Y, X)
     of the incident probes and d_transmissions (B, o, S, Y, X) of the transmissions (a JVP of the multislice)."""
     transmissions = waves.transmissions
@@ -277,7 +224,7 @@ def probe_shift_derivative(probes: Tensor) -> Tensor:
     return torch.fft.ifft2(spectrum * (-2j * math.pi) * ramps)
 
 
-def far_field_of(exit_wave: Tensor, waves: ExitWaves) -> Tensor:
+def far_field_of(exit_wave: Tensor, waves: MultisliceWaves) -> Tensor:
     """F(exit wave) (· H_last when the model propagates after the last slice)."""
     far_field = torch.fft.fft2(exit_wave, norm="ortho")
     if waves.propagate_last:
@@ -285,20 +232,21 @@ def far_field_of(exit_wave: Tensor, waves: ExitWaves) -> Tensor:
     return far_field
 
 
-def position_steps(waves: ExitWaves, meas: Tensor, occupancy: Tensor, max_step_px: float) -> Tensor:
-    """Gauss-Newton probe shifts (B, 2) [px] for the amplitude misfit sum (sqrt(y) - sqrt(I))^2 per position,
+def position_steps(waves: MultisliceWaves, meas: Tensor, occupancy: Tensor, max_step_px: float) -> Tensor:
+    """Gauss-Newton probe shifts (B, 2) [px] for the amplitude misfit sum (sqrt(y) - sqrt(D I))^2 per position,
     each axis clipped to ±max_step_px.
 
     The far-field derivative dPsi/ds_a is the exit-wave response (``exit_response``) of the probe's spatial
-    derivative dP_s/ds_a, so d sqrt(I)/ds_a = sum_{p,o} occ_o Re(conj(Psi) dPsi/ds_a) / sqrt(I); the shift solves
-    the 2×2 normal equations of sqrt(y) - sqrt(I) ≈ sum_a ds_a d sqrt(I)/ds_a.
+    derivative dP_s/ds_a, so d sqrt(D I)/ds_a = D[sum_{p,o} occ_o Re(conj(Psi) dPsi/ds_a)] / sqrt(D I); the shift
+    solves the 2×2 normal equations of sqrt(y) - sqrt(D I) ≈ sum_a ds_a d sqrt(D I)/ds_a.
     """
     g = probe_shift_derivative(waves.probes)
-    amplitude = torch.sqrt(model_intensity(waves.far_field, occupancy) + intensity_floor(meas))
+    detector = waves.detector
+    amplitude = torch.sqrt(detected_intensity(waves.far_field, occupancy, detector) + intensity_floor(meas))
     weights = occupancy[:, None, None]
     jacobian = torch.stack([
-        (weights * (waves.far_field.conj() * far_field_of(exit_response(waves, d_probes=g[:, :, a]), waves)).real
-         ).sum(dim=(1, 2)) / amplitude
+        detector.fft_layout((weights * (waves.far_field.conj() * far_field_of(
+            exit_response(waves, d_probes=g[:, :, a]), waves)).real).sum(dim=(1, 2))) / amplitude
         for a in range(2)
     ], dim=1)  # (B, 2, Y, X)
     residual = torch.sqrt(unshifted(meas)) - amplitude

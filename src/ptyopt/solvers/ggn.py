@@ -27,7 +27,8 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-from ptyopt.solvers.exitwave import damped_denominator, forward_batch, normalised_occupancy, scatter_patches, solve_2x2
+from ptyopt.solvers.base import Batch
+from ptyopt.solvers.exitwave import damped_denominator, scatter_patches, solve_2x2
 
 Vec = dict[str, Tensor]
 
@@ -114,14 +115,6 @@ class NoiseModel:
 # ---- the linearised model over fixed chunks -------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Chunk:
-    """A fixed group of positions: indices (B,) on the device and their measured patterns (B, K, K)."""
-
-    indices: Tensor
-    meas: Tensor
-
-
 class GaussNewton:
     """J, Jᵀ and G = h JᵀJ of the amplitudes m(θ) at the state θ, over the chunks (summed).
 
@@ -130,7 +123,7 @@ class GaussNewton:
     ~2 forward passes' activations per chunk); else every product re-runs the model on the chunk.
     """
 
-    def __init__(self, model, state: dict[str, Tensor], keys: list[str], chunks: list[Chunk], noise: NoiseModel,
+    def __init__(self, model, state: dict[str, Tensor], keys: list[str], chunks: list[Batch], noise: NoiseModel,
                  *, cache: bool):
         self.model, self.noise, self.chunks, self.cache = model, noise, chunks, cache
         self.base = {k: v.detach() for k, v in state.items()}
@@ -140,7 +133,7 @@ class GaussNewton:
         self._jvps: list[Callable] = []
         self._pullbacks: list[Callable] = []
         for chunk in chunks:
-            f = self.function(chunk.indices)
+            f = self.function(chunk.index_tensor)
             if cache:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", UserWarning)  # torch.fx constant-folding notices
@@ -155,8 +148,8 @@ class GaussNewton:
                 self.count(chunk)
             self.amplitudes.append(m.detach())
 
-    def count(self, chunk: Chunk, passes: int = 1) -> None:
-        self.evaluations += passes * int(chunk.indices.numel())
+    def count(self, chunk: Batch, passes: int = 1) -> None:
+        self.evaluations += passes * len(chunk.indices)
 
     def function(self, indices: Tensor) -> Callable[[Vec], Tensor]:
         base, model, noise = self.base, self.model, self.noise
@@ -170,14 +163,14 @@ class GaussNewton:
         self.count(self.chunks[i])
         if self.cache:
             return self._jvps[i](self._tangent(v))
-        f = self.function(self.chunks[i].indices)
+        f = self.function(self.chunks[i].index_tensor)
         return torch.func.jvp(f, (self.params,), (self._tangent(v),))[1]
 
     def vjp_chunk(self, i: int, u: Tensor) -> Vec:
         self.count(self.chunks[i])
         if self.cache:
             return self._pullbacks[i](u)[0]
-        return torch.func.vjp(self.function(self.chunks[i].indices), self.params)[1](u)[0]
+        return torch.func.vjp(self.function(self.chunks[i].index_tensor), self.params)[1](u)[0]
 
     def jvp(self, v: Vec) -> list[Tensor]:
         return [self.jvp_chunk(i, v) for i in range(len(self.chunks))]
@@ -199,7 +192,7 @@ class GaussNewton:
                 u = self._jvps[i](self._tangent(v))
                 part = self._pullbacks[i](u)[0]
             else:
-                f = self.function(chunk.indices)
+                f = self.function(chunk.index_tensor)
                 u = torch.func.jvp(f, (self.params,), (self._tangent(v),))[1]
                 part = torch.func.vjp(f, self.params)[1](u)[0]
             self.count(chunk)
@@ -223,10 +216,11 @@ class GaussNewton:
         return self.noise.curvature * sum(float((u.double() ** 2).sum()) for u in self.jvp(d))
 
 
-def objective(model, state: dict[str, Tensor], chunks: list[Chunk], noise: NoiseModel) -> float:
+def objective(model, state: dict[str, Tensor], chunks: list[Batch], noise: NoiseModel) -> float:
     """L(state) over the chunks, without gradients (one forward per pattern)."""
     with torch.no_grad():
-        return float(sum(noise.value(noise.amplitude(model(state, c.indices).intensities), c.meas) for c in chunks))
+        return float(sum(noise.value(noise.amplitude(model(state, c.index_tensor).intensities), c.meas)
+                         for c in chunks))
 
 
 # ---- preconditioned conjugate gradients -------------------------------------------------------------------------
@@ -281,7 +275,7 @@ def forcing_tolerance(gradient_norm: float, forcing_max: float) -> float:
 # ---- block-Jacobi preconditioner ------------------------------------------------------------------------------
 
 
-def illumination(model, state: dict[str, Tensor], chunks: list[Chunk], keys: list[str]) -> Vec:
+def illumination(model, state: dict[str, Tensor], chunks: list[Batch], keys: list[str]) -> Vec:
     """Unscaled diagonal blocks (one forward per pattern), each ≈ diag(G) up to a scalar:
     - object amplitude of slice s: W_s = Σ_j Σ_p occ_o |ψ^s_jpo|² (the incident-wave intensity, canvas-summed);
     - object phase: W_s · A_s² (dt/dφ = i t);
@@ -291,14 +285,14 @@ def illumination(model, state: dict[str, Tensor], chunks: list[Chunk], keys: lis
     canvas = (0, 0, *state["object_phase"].shape[-2:])
     with torch.no_grad():
         for chunk in chunks:
-            waves = forward_batch(model, state, chunk.indices)
-            occupancy = normalised_occupancy(state["occupancy"])
+            forward = model(state, chunk.index_tensor, keep_waves=True)
+            waves, occupancy = forward.waves, forward.occupancy
             if "object_amplitude" in keys or "object_phase" in keys:
                 incident = (waves.incident.real**2 + waves.incident.imag**2).sum(dim=1)  # (B, o, S, Y, X)
                 w = scatter_patches(incident * occupancy[:, None, None, None], waves.crop_px, canvas)
                 out["amplitude"] = out.get("amplitude", 0) + w
             if "probe" in keys:
-                power = (waves.amplitude_patches**2).prod(dim=2)  # (B, o, Y, X)
+                power = (forward.amplitude_patches**2).prod(dim=2)  # (B, o, Y, X)
                 out["probe"] = out.get("probe", 0) + (power * occupancy[:, None, None]).sum(dim=(0, 1))
     blocks: Vec = {}
     if "object_amplitude" in keys:
@@ -347,7 +341,7 @@ def per_position_system(op: GaussNewton, key: str) -> tuple[Tensor, Tensor, Tens
         a = torch.stack([columns[0][i], columns[1][i]], dim=1).double()  # (B, 2, K, K)
         grams.append(h * torch.einsum("bayx,bcyx->bac", a, a))
         rhs.append(torch.einsum("bayx,byx->ba", a, residual.double()))
-    indices = torch.cat([c.indices for c in op.chunks])
+    indices = torch.cat([c.index_tensor for c in op.chunks])
     return indices, torch.cat(grams), torch.cat(rhs)
 
 

@@ -52,7 +52,8 @@ from pydantic import Field, model_validator
 from torch import Tensor
 
 from ptyopt.config_base import StrictModel
-from ptyopt.solvers.base import SOLVERS, TENSOR_OF, Batch, Solver, SolverContext
+from ptyopt.model.tensors import STATE_KEY, TENSOR_NAMES
+from ptyopt.solvers.base import SOLVERS, Batch, Capabilities, FullBatchSolver, IterationPlan, SolverContext, TrainingSet
 from ptyopt.solvers.lbfgs_core import RawObjective, ScaledBlocks, SecantMemory, block_scales, minimise
 
 
@@ -89,11 +90,13 @@ class LBFGSParams(StrictModel):
 # ---- the solver ------------------------------------------------------------------------------------------------
 
 
-class LBFGS(Solver):
+@SOLVERS.register
+class LBFGS(FullBatchSolver):
     """Full-batch L-BFGS on the configured objective; see the module docstring."""
 
     name = "lbfgs"
     Params = LBFGSParams
+    capabilities = Capabilities(learning_rates=False)
 
     def __init__(self, params: LBFGSParams, context: SolverContext):
         super().__init__(params, context)
@@ -103,42 +106,25 @@ class LBFGS(Solver):
         self.grad_reference = 0.0
         self.last: dict[str, Any] | None = None  # the accepted point of the last inner run: x, F, g̃, terms, key
         self.converged = False
-        self.batches: list[Batch] = []
-        self.weights: dict[str, float] = {}
 
-    def start_iteration(self, iteration, active, learning_rates) -> None:
-        super().start_iteration(iteration, active, learning_rates)
-        self.batches = []
-        for name, key in TENSOR_OF.items():
-            tensor = self.context.state[key]
+    def start_iteration(self, plan: IterationPlan) -> None:
+        super().start_iteration(plan)
+        for name in TENSOR_NAMES:
+            tensor = self.state[STATE_KEY[name]]
             tensor.grad = None
-            tensor.requires_grad_(bool(active.get(name, False)))
+            tensor.requires_grad_(bool(plan.active.get(name, False)))
 
-    def update(self, batch: Batch, weights: dict[str, float], step: bool) -> dict[str, Tensor]:
-        """Only records the batch: the objective is evaluated on fixed chunks in ``end_iteration``."""
-        self.batches.append(batch)
-        self.weights = dict(weights)
-        return {}
-
-    def chunks(self, iteration: int) -> list[Batch]:
-        indices = np.concatenate([b.indices for b in self.batches])
-        meas = torch.cat([b.meas for b in self.batches])
-        order = np.argsort(indices, kind="stable")
-        if self.params.super_batch is not None and self.params.super_batch < len(order):
-            rng = np.random.default_rng([self.context.problem.config.seed, iteration, 13])
-            order = order[np.sort(rng.choice(len(order), self.params.super_batch, replace=False))]
-        size = self.params.chunk_size or self.context.problem.config.solver.batch_size
-        device = self.context.problem.device
-        out = []
-        for start in range(0, len(order), size):
-            part = order[start: start + size]
-            out.append(Batch(indices[part], torch.as_tensor(indices[part], device=device),
-                             meas[torch.as_tensor(part, device=meas.device)]))
-        return out
+    def chunks(self, training: TrainingSet) -> list[Batch]:
+        """F's fixed chunks: every training position, or a seeded super-batch drawn for this iteration."""
+        positions = training.indices
+        if self.params.super_batch is not None and self.params.super_batch < len(positions):
+            rng = np.random.default_rng([self.context.seed, self.plan.iteration, 13])  # stream 13: L-BFGS draws
+            positions = positions[np.sort(rng.choice(len(positions), self.params.super_batch, replace=False))]
+        return training.chunks(self.params.chunk_size or self.context.batch_size, positions)
 
     def raw_objective(self, chunks: list[Batch], tensors: dict[str, Tensor]) -> RawObjective:
         """F and ∂F/∂θ_b over the chunks at the tensors' current values; aux = each term's mean over the chunks."""
-        weights = self.weights
+        weights = self.plan.weights
 
         def evaluate() -> tuple[float, dict[str, Tensor], dict[str, float]]:
             for tensor in tensors.values():
@@ -146,7 +132,7 @@ class LBFGS(Solver):
             total = 0.0
             terms: dict[str, Any] = {}
             for chunk in chunks:
-                values = self.loss_values(self.context.problem.model(self.context.state, chunk.index_tensor), chunk)
+                values = self.loss_values(self.context.model(self.state, chunk.index_tensor), chunk)
                 objective = sum(weights[name] * value for name, value in values.items()) / len(chunks)
                 if tensors:
                     objective.backward()
@@ -159,11 +145,11 @@ class LBFGS(Solver):
 
         return evaluate
 
-    def end_iteration(self, iteration: int) -> dict[str, float]:
+    def run_iteration(self, training: TrainingSet) -> dict[str, float]:
         """Run L-BFGS on this iteration's objective; return its terms at the state before the run."""
-        chunks = self.chunks(iteration)
-        names = tuple(name for name in TENSOR_OF if self.active.get(name, False))
-        tensors = {name: self.context.state[TENSOR_OF[name]] for name in names}
+        chunks = self.chunks(training)
+        names = tuple(name for name in TENSOR_NAMES if self.active.get(name, False))
+        tensors = {name: self.state[STATE_KEY[name]] for name in names}
         raw = self.raw_objective(chunks, tensors)
         if names != self.blocks_key:
             # a tensor switched on or off: the secant pairs live in another space and the scales miss a block
@@ -207,7 +193,7 @@ class LBFGS(Solver):
 
     def objective_key(self, chunks: list[Batch]) -> tuple:
         """What fixes F besides the state: the loss weights and the positions of every chunk."""
-        return tuple(sorted(self.weights.items())), tuple(tuple(int(i) for i in c.indices) for c in chunks)
+        return tuple(sorted(self.plan.weights.items())), tuple(tuple(int(i) for i in c.indices) for c in chunks)
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "memory": self.memory.state_dict(), "blocks_key": self.blocks_key,
@@ -226,5 +212,3 @@ class LBFGS(Solver):
         self.converged = bool(state["converged"])
         self.last = None if state["last"] is None else dict(state["last"])
 
-
-SOLVERS.register("lbfgs")(LBFGS)

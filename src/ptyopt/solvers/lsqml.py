@@ -20,8 +20,9 @@ Per batch:
 Optional momentum (``momentum`` eta > 0, meant for compact groups): after each iteration v <- eta v + D,
 x <- x + eta v for the object and probe, D = the iteration's updates.
 
-The engine's learning rates are ignored (steps come from the least-squares solves) except for the NaN guard's
-halvings (``ExitWaveSolver.step_multiplier``); update windows are obeyed.
+The engine's learning rates are not used (steps come from the least-squares solves) except for the NaN guard's
+halvings (``ExitWaveSolver.step_multiplier``); update windows are obeyed. A detector PSF (model.detector_blur_px)
+enters the detector step through its adjoint (``exitwave.detector_gradient``).
 """
 
 from __future__ import annotations
@@ -32,20 +33,19 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from ptyopt.physics import shift_probes
+from ptyopt.physics import DetectorResponse, shift_probes
 from ptyopt.solvers.base import SOLVERS, Batch
 from ptyopt.solvers.classical import ExitWaveSolver, PositionParams
 from ptyopt.solvers.exitwave import (
+    NO_DETECTOR_PSF,
     backward_sweep,
     damped_denominator,
     detector_gradient,
     exit_response,
     exit_wave_change,
-    forward_batch,
     gather_box,
     modulus_constraint,
     normal_equations,
-    normalised_occupancy,
     object_terms,
     patch_box,
     poisson_detector_step,
@@ -56,15 +56,17 @@ from ptyopt.solvers.exitwave import (
 )
 
 
-def detector_change(far_field: Tensor, meas: Tensor, occupancy: Tensor, noise: str, floor: float = 0.0) -> Tensor:
+def detector_change(far_field: Tensor, meas: Tensor, occupancy: Tensor, noise: str, floor: float = 0.0,
+                    detector: DetectorResponse = NO_DETECTOR_PSF) -> Tensor:
     """Psi' - Psi of the detector step: modulus replacement (gaussian) or the optimal Poisson step."""
     if noise == "gaussian":
-        return modulus_constraint(far_field, meas, occupancy) - far_field
-    alpha = poisson_detector_step(far_field, meas, occupancy, floor)
-    return -alpha[:, None, None, None, None] * detector_gradient(far_field, meas, occupancy, "poisson", floor)
+        return modulus_constraint(far_field, meas, occupancy, detector) - far_field
+    alpha = poisson_detector_step(far_field, meas, occupancy, floor, detector=detector)
+    return -alpha[:, None, None, None, None] * detector_gradient(far_field, meas, occupancy, "poisson", floor,
+                                                                 detector)
 
 
-@SOLVERS.register("lsqml")
+@SOLVERS.register
 class LSQML(ExitWaveSolver):
     """Least-squares maximum likelihood with per-position optimal object and probe steps."""
 
@@ -86,14 +88,13 @@ class LSQML(ExitWaveSolver):
         super().__init__(params, context)
         self.momentum_enabled = params.momentum > 0
 
-    def update(self, batch: Batch, weights: dict[str, float], step: bool) -> dict[str, Tensor]:
+    def update(self, batch: Batch, step: bool) -> dict[str, Tensor]:
         with torch.no_grad():
-            state, params = self.state, self.params
-            occupancy = normalised_occupancy(state["occupancy"])
-            waves = forward_batch(self.context.problem.model, state, batch.index_tensor)
-            self.forward_evaluations += len(batch.indices)
-            values = self.report(waves, batch, occupancy)
-            change = detector_change(waves.far_field, batch.meas, occupancy, params.noise, params.poisson_floor)
+            params = self.params
+            out, values = self.forward(batch)
+            waves, occupancy = out.waves, out.occupancy
+            change = detector_change(waves.far_field, batch.meas, occupancy, params.noise, params.poisson_floor,
+                                     waves.detector)
             chi = exit_wave_change(change, waves.propagators, waves.propagate_last)
             chis = backward_sweep(chi, waves)
             directions = []
@@ -129,7 +130,7 @@ class LSQML(ExitWaveSolver):
         damping = self.params.step_damping * a.diagonal(dim1=-2, dim2=-1).mean(dim=0)
         return solve_2x2(a, b, damping).clamp(min=0) * (self.params.step_scale * self.step_multiplier)
 
-    def end_iteration(self, iteration: int) -> None:
+    def end_iteration(self) -> None:
         if self.momentum_enabled:
             with torch.no_grad():
                 self.momentum_step(self.params.momentum, self.params.momentum)

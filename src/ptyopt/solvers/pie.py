@@ -18,8 +18,9 @@ mPIE adds momentum every ``momentum_every`` updated positions (PtyLab's form): v
 feedback·v for the complex object and the probe, D = the rPIE updates since the last momentum step. With
 feedback = 0 mPIE is rPIE.
 
-The engine's learning rates are ignored (steps come from solver.options) except for the NaN guard's halvings
-(``ExitWaveSolver.step_multiplier``); update windows are obeyed.
+The engine's learning rates are not used (steps come from solver.options) except for the NaN guard's halvings
+(``ExitWaveSolver.step_multiplier``); update windows are obeyed. With a detector PSF (model.detector_blur_px)
+the modulus replacement is the detector step pulled back through the PSF (``exitwave.modulus_constraint``).
 """
 
 from __future__ import annotations
@@ -36,9 +37,7 @@ from ptyopt.solvers.exitwave import (
     backward_sweep,
     blended_denominator,
     exit_wave_change,
-    forward_batch,
     modulus_constraint,
-    normalised_occupancy,
     object_terms,
     patch_box,
     probe_terms,
@@ -47,7 +46,7 @@ from ptyopt.solvers.exitwave import (
 )
 
 
-@SOLVERS.register("epie")
+@SOLVERS.register
 class EPIE(ExitWaveSolver):
     """ePIE: O += alpha conj(P) chi / max|P|^2, P += beta conj(O) chi / max|O|^2 (mixed-state, multislice)."""
 
@@ -61,14 +60,11 @@ class EPIE(ExitWaveSolver):
         """(object, probe) weights a of max|.|^2 in the denominator (1 - a)|.|^2 + a max|.|^2."""
         return 1.0, 1.0
 
-    def update(self, batch: Batch, weights: dict[str, float], step: bool) -> dict[str, Tensor]:
+    def update(self, batch: Batch, step: bool) -> dict[str, Tensor]:
         with torch.no_grad():
-            state = self.state
-            occupancy = normalised_occupancy(state["occupancy"])
-            waves = forward_batch(self.context.problem.model, state, batch.index_tensor)
-            self.forward_evaluations += len(batch.indices)
-            values = self.report(waves, batch, occupancy)
-            target = modulus_constraint(waves.far_field, batch.meas, occupancy)
+            out, values = self.forward(batch)
+            waves, occupancy = out.waves, out.occupancy
+            target = modulus_constraint(waves.far_field, batch.meas, occupancy, waves.detector)
             chi = exit_wave_change(target - waves.far_field, waves.propagators, waves.propagate_last)
             chis = backward_sweep(chi, waves)
             object_blend, probe_blend = self.blends()
@@ -96,7 +92,7 @@ class EPIE(ExitWaveSolver):
         """Hook after each batch (mPIE's momentum)."""
 
 
-@SOLVERS.register("rpie")
+@SOLVERS.register
 class RPIE(EPIE):
     """rPIE: denominators (1 - alpha_r)|P|^2 + alpha_r max|P|^2 (object) and the same with beta_r, |O|^2 (probe)."""
 
@@ -111,7 +107,7 @@ class RPIE(EPIE):
         return self.params.alpha_r, self.params.beta_r
 
 
-@SOLVERS.register("mpie")
+@SOLVERS.register
 class MPIE(RPIE):
     """mPIE: rPIE plus momentum on the object and the probe every ``momentum_every`` updated positions."""
 

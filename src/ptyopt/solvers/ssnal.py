@@ -40,10 +40,10 @@ from torch import Tensor
 
 from ptyopt.errors import ConfigError
 from ptyopt.physics import split_positions
-from ptyopt.solvers.base import SOLVERS, Batch
+from ptyopt.solvers.base import SOLVERS, TrainingSet
 from ptyopt.solvers.exitwave import scatter_patches
 from ptyopt.solvers.ggn import GaussNewton, Vec, axpy, dot, norm, pcg, scaled
-from ptyopt.solvers.lm import SecondOrderParams, SecondOrderSolver
+from ptyopt.solvers.second_order import SecondOrderParams, SecondOrderSolver
 
 
 @dataclass(frozen=True)
@@ -193,7 +193,7 @@ def ssnal(op: LassoOperator, prox: SeparableProx, x0: Vec, *, tol: float, sigma_
     return SSNALResult(x, kkt, alm, newton, cg_total, stalled=kkt > tol and since_best >= stall_alm)
 
 
-@SOLVERS.register("ssnal")
+@SOLVERS.register
 class ProximalGaussNewton(SecondOrderSolver):
     """Proximal Gauss-Newton with an SSNAL subproblem solver (L1 on the phase, box on the amplitude)."""
 
@@ -215,36 +215,34 @@ class ProximalGaussNewton(SecondOrderSolver):
         cg_rtol: float = Field(1e-10, gt=0, lt=1, description="relative residual at which each Newton system's CG "
                                "stops (Woodbury form (1/σ + ΠAᵀAΠ) y = ΠAᵀr; d = r - AΠy cancels, so keep it tight)")
 
+    @classmethod
+    def check_config(cls, params, config) -> None:
+        sparse = config.loss.get("sparse")
+        if params.l1_weight is None and sparse is not None and sparse.order != 1:
+            raise ConfigError(f"solver 'ssnal' takes its L1 weight from loss.sparse, which has order "
+                              f"{sparse.order}; set loss.sparse.order: 1 or solver.options.l1_weight")
+
     def __init__(self, params, context):
         super().__init__(params, context)
-        sparse = [t for t in context.losses if t.name == "sparse"]
-        if params.l1_weight is None and sparse and sparse[0].params.order != 1:
-            raise ConfigError(f"solver 'ssnal' takes its L1 weight from loss.sparse, which has order "
-                              f"{sparse[0].params.order}; set loss.sparse.order: 1 or solver.options.l1_weight")
-        self.sparse_weight = 0.0
         self.weights: Tensor | None = None  # λ_r, shaped like the phase
         self.last_result: SSNALResult | None = None
 
-    def update(self, batch: Batch, weights: dict[str, float], step: bool) -> dict[str, Tensor]:
-        self.sparse_weight = weights.get("sparse", 0.0)
-        return super().update(batch, weights, step)
-
-    def end_iteration(self, iteration: int) -> None:
-        if self.records:
-            self.weights = self.l1_weights(torch.cat([b.index_tensor for b in self.records]))
-        super().end_iteration(iteration)
+    def run_iteration(self, training: TrainingSet) -> dict[str, float]:
+        if self.keys:
+            self.weights = self.l1_weights(torch.as_tensor(training.indices, device=training.device))
+        return super().run_iteration(training)
 
     def l1_weights(self, indices: Tensor) -> Tensor:
         """λ_r = w · occ_o · c_r / (N · S · Y · X) (omode, S, Yo, Xo)."""
-        w = self.params.l1_weight if self.params.l1_weight is not None else self.sparse_weight
-        model, state = self.context.problem.model, self.state
+        w = self.params.l1_weight if self.params.l1_weight is not None else self.plan.weights.get("sparse", 0.0)
+        model, state = self.context.model, self.state
         window = model.geometry.window_px
         phase = state["object_phase"]
         with torch.no_grad():
             crop, _ = split_positions(model.centres_px(state, indices), window)
             ones = torch.ones(len(indices), *window, dtype=phase.dtype, device=phase.device)
             coverage = scatter_patches(ones, crop, (0, 0, *phase.shape[-2:]))
-            occupancy = state["occupancy"].abs() / state["occupancy"].abs().sum()
+            occupancy = model.occupancy(state)
         scale = w / (len(indices) * phase.shape[1] * window[0] * window[1])
         return scale * occupancy[:, None, None, None].to(phase.dtype) * coverage.expand_as(phase)
 

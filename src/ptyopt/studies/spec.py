@@ -16,6 +16,7 @@ from ptyopt.config import explain_validation_error, parse_config, read_yaml, set
 from ptyopt.config_base import StrictModel
 from ptyopt.errors import ConfigError
 from ptyopt.registry import did_you_mean
+from ptyopt.solvers.checks import check_config
 
 # metric name -> True when larger is better (used to pick the best setting)
 HIGHER_IS_BETTER = {"pearson_r": True, "ssim": True, "psnr_db": True, "rmse_rad": False, "nrmse": False,
@@ -121,6 +122,10 @@ def expand_runs(spec: StudySpec, base_dir: Path, profile: str | None = None) -> 
             for key, value in {**overrides, **values, "seed": seed}.items():
                 set_dotted(raw, key, copy.deepcopy(value))
             config = parse_config(raw, base_dir=base_path.parent)
+            try:
+                check_config(config)  # what the run's solvers would refuse
+            except ConfigError as err:
+                raise ConfigError(f"study setting '{label}': {err}") from None
             runs.append(RunSpec(label, values, seed, config.model_dump(mode="json")))
     keys = [run.key for run in runs]
     if len(set(keys)) != len(keys):

@@ -12,7 +12,6 @@ from ptyopt.objective.constraints.base import (
     apply_constraints,
     build_constraints,
     parse_constraints,
-    register_constraint,
 )
 from ptyopt.objective.constraints.depth import ObjectZRecenter
 from ptyopt.objective.constraints.fourier import KrFilter, KzFilter
@@ -48,5 +47,4 @@ __all__ = [
     "apply_constraints",
     "build_constraints",
     "parse_constraints",
-    "register_constraint",
 ]

@@ -108,14 +108,12 @@ class Constraint(ABC):
         return f"{type(self).__name__}({self.params!r})"
 
 
-CONSTRAINTS: Registry[type[Constraint]] = Registry("constraint")
-
-
-def register_constraint(cls: type[Constraint]) -> type[Constraint]:
-    """Class decorator: register under ``cls.name``, which must have its place in EXECUTION_ORDER."""
+def _has_a_place(cls: type[Constraint]) -> None:
     if cls.name not in EXECUTION_ORDER:
         raise RuntimeError(f"constraint '{cls.name}' has no place in EXECUTION_ORDER")
-    return CONSTRAINTS.register(cls.name)(cls)
+
+
+CONSTRAINTS: Registry[type[Constraint]] = Registry("constraint", check=_has_a_place)
 
 
 def require(state: State, key: str, constraint: str) -> Tensor:

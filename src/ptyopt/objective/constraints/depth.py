@@ -7,12 +7,12 @@ from pydantic import Field
 from torch import Tensor
 
 from ptyopt.objective.constraints.base import (
+    CONSTRAINTS,
     Constraint,
     ConstraintContext,
     ConstraintWindow,
     State,
     assign,
-    register_constraint,
     require,
 )
 from ptyopt.objective.constraints.kernels import scanned
@@ -37,7 +37,7 @@ def upper_quantile(values: Tensor, percentile: float) -> Tensor:
     return flat.kthvalue(k).values
 
 
-@register_constraint
+@CONSTRAINTS.register
 class ObjectZRecenter(Constraint):
     """Moves the object's centre of mass along z towards the middle slice; refocuses the probe to match.
 

@@ -12,12 +12,12 @@ import torch
 from pydantic import Field
 
 from ptyopt.objective.constraints.base import (
+    CONSTRAINTS,
     Constraint,
     ConstraintContext,
     ConstraintWindow,
     State,
     assign,
-    register_constraint,
     require,
 )
 from ptyopt.objective.constraints.kernels import Target, normalised_frequency_radius, soft_top_hat, target_keys
@@ -26,7 +26,7 @@ _LATERAL_DIMS = (-2, -1)
 _VOLUME_DIMS = (-3, -2, -1)
 
 
-@register_constraint
+@CONSTRAINTS.register
 class KrFilter(Constraint):
     """Lateral sigmoid low-pass of each slice: f <- Re IFFT2[M · FFT2 f].
 
@@ -53,7 +53,7 @@ class KrFilter(Constraint):
             assign(values, offset + torch.fft.ifft2(spectrum * mask, dim=_LATERAL_DIMS).real)
 
 
-@register_constraint
+@CONSTRAINTS.register
 class KzFilter(Constraint):
     """Multilayer regulariser (PtychoShelves' regulation_multilayers), applied by a 3-D FFT over (S, Yo, Xo).
 

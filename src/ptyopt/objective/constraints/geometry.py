@@ -6,18 +6,18 @@ from pydantic import Field
 
 from ptyopt.errors import ConfigError
 from ptyopt.objective.constraints.base import (
+    CONSTRAINTS,
     Constraint,
     ConstraintContext,
     ConstraintWindow,
     State,
     assign,
-    register_constraint,
     require,
 )
 from ptyopt.objective.constraints.kernels import gaussian_blur_axis
 
 
-@register_constraint
+@CONSTRAINTS.register
 class PositionRecenter(Constraint):
     """offsets <- offsets - (1 - relax) · mean_n(offsets).
 
@@ -37,7 +37,7 @@ class PositionRecenter(Constraint):
         assign(offsets, offsets - (1 - self.params.relax) * offsets.mean(dim=0, keepdim=True))
 
 
-@register_constraint
+@CONSTRAINTS.register
 class TiltSmooth(Constraint):
     """Gaussian smoothing of per-position tilts on the raster: theta(iy, ix) <- (g_sigma * theta)(iy, ix).
 

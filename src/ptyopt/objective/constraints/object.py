@@ -8,12 +8,12 @@ import torch
 from pydantic import Field, model_validator
 
 from ptyopt.objective.constraints.base import (
+    CONSTRAINTS,
     Constraint,
     ConstraintContext,
     ConstraintWindow,
     State,
     assign,
-    register_constraint,
     require,
 )
 from ptyopt.objective.constraints.kernels import Padding, Target, gaussian_blur_axis, scanned, target_keys
@@ -22,7 +22,7 @@ _RELAX = "result = relax · old + (1 - relax) · constrained (0: full constraint
 _MIN_AMPLITUDE = 1e-6  # floor before the logarithm: a zero amplitude is a diverged pixel, not -inf
 
 
-@register_constraint
+@CONSTRAINTS.register
 class ObjectBlur(Constraint):
     """Lateral Gaussian blur of each slice: f <- g_sigma * f, separable along Y then X, edges padded (no wrap).
 
@@ -46,7 +46,7 @@ class ObjectBlur(Constraint):
             assign(values, gaussian_blur_axis(blurred, self.params.sigma_px, -1, self.params.padding))
 
 
-@register_constraint
+@CONSTRAINTS.register
 class ObjectZBlur(Constraint):
     """Gaussian blur along the slice axis: f_s <- sum_j g_sigma(j) f_{clamp(s - j)}, replicate padding.
 
@@ -69,7 +69,7 @@ class ObjectZBlur(Constraint):
                 assign(values, gaussian_blur_axis(values, self.params.sigma_slices, 1, "replicate"))
 
 
-@register_constraint
+@CONSTRAINTS.register
 class AmplitudeThreshold(Constraint):
     """A <- relax · A + (1 - relax) · clamp(A, min_amplitude, max_amplitude)."""
 
@@ -97,7 +97,7 @@ class AmplitudeThreshold(Constraint):
         assign(amplitude, p.relax * amplitude + (1 - p.relax) * clamped)
 
 
-@register_constraint
+@CONSTRAINTS.register
 class PhasePositive(Constraint):
     """phi <- relax · phi + (1 - relax) · phi+, the phase of a potential being >= 0 (phi = sigma v_z).
 
@@ -122,7 +122,7 @@ class PhasePositive(Constraint):
         assign(phase, self.params.relax * phase + (1 - self.params.relax) * positive)
 
 
-@register_constraint
+@CONSTRAINTS.register
 class AmplitudePhaseCoupling(Constraint):
     """Complex-ratio coupling of amplitude and phase, ln A ≈ -C phi for a weakly absorbing specimen.
 

@@ -9,19 +9,19 @@ from pydantic import Field
 
 from ptyopt.errors import ConfigError
 from ptyopt.objective.constraints.base import (
+    CONSTRAINTS,
     Constraint,
     ConstraintContext,
     ConstraintWindow,
     State,
     assign,
-    register_constraint,
     require,
 )
 from ptyopt.objective.constraints.kernels import soft_top_hat
 from ptyopt.physics import frequency_grid, orthogonalize_modes
 
 
-@register_constraint
+@CONSTRAINTS.register
 class ProbeFourierMask(Constraint):
     """Soft top-hat on the probe spectrum: P <- IFFT[M(k) · FFT[P]] for every mode.
 
@@ -53,7 +53,7 @@ class ProbeFourierMask(Constraint):
         assign(probe, torch.fft.fftshift(torch.fft.ifft2(spectrum * mask), dim=(-2, -1)))
 
 
-@register_constraint
+@CONSTRAINTS.register
 class ProbeOrthogonalize(Constraint):
     """Orthogonal probe modes sorted by decreasing power, the mixed state unchanged.
 
@@ -76,7 +76,7 @@ class ProbeOrthogonalize(Constraint):
         assign(probe, orthogonalize_modes(work))
 
 
-@register_constraint
+@CONSTRAINTS.register
 class ProbeFixedIntensity(Constraint):
     """P <- P · sqrt(probe_power / sum |P|^2): removes the scale ambiguity between probe and object."""
 
