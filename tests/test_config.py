@@ -89,3 +89,46 @@ def test_shipped_configs_validate():
     poster = load_config(root / "examples" / "configs" / "poster_gpu.yaml")
     assert (poster.model.n_slices, poster.model.probe_modes, poster.solver.iterations) == (32, 4, 200)
     assert poster.optimize.probe.start_iter == 5 and poster.optimize.positions.start_iter == 10
+
+
+def test_partial_sections_keep_the_defaults_they_do_not_name():
+    config = parse_config({"data": {"path": "x.h5"}, "optimize": {"probe": {"start_iter": 2}, "tilts": {"lr": 2e-3}}})
+    defaults = ReconstructionConfig.model_fields["optimize"].default
+    assert config.optimize.probe.start_iter == 2 and config.optimize.probe.lr == defaults.probe.lr
+    assert config.optimize.tilts.lr.value(1) == 2e-3 and config.optimize.tilts.start_iter is None  # still off
+    assert config.optimize.object_phase == defaults.object_phase
+    with pytest.raises(ConfigError, match="unknown key 'optimize.probe.strat_iter'; did you mean 'start_iter'"):
+        parse_config({"data": {"path": "x.h5"}, "optimize": {"probe": {"strat_iter": 2}}})
+
+
+CAPABILITY_ERRORS = [
+    ("solver: {name: epie}\noptimize: {tilts: {lr: 1.0e-3, start_iter: 1}}\n", "set optimize.tilts.start_iter: null"),
+    ("solver: {name: lm}\noptimize: {occupancy: {start_iter: 1}}\n", "set optimize.occupancy.start_iter: null"),
+    ("solver: {name: lm}\noptimize: {tilts: {start_iter: 1}}\n", "refines tilts only with model.tilt_mode: each"),
+    ("solver: {name: lsqml, grad_accumulation: 2}\n", "set solver.grad_accumulation: 1"),
+    ("solver: {name: lsqml, options: {step_dampng: 0.1}}\n", "did you mean 'step_damping'"),
+    ("solver: {name: SGD, options: {momentm: 0.9}}\n", "solver.options do not fit SGD"),
+    ("solver: {name: adam, lr_scheduler: {name: CosineAnnealing}}\n", "is not in torch.optim.lr_scheduler"),
+    ("solver: {name: ssnal}\nloss: {single: {}, sparse: {order: 2}}\n", "set loss.sparse.order: 1"),
+    ("solver:\n  switch: [{start_iter: 5, name: lsqml}]\noptimize: {slice_thickness: {start_iter: 1}}\n",
+     r"solver.switch\[0\] \(lsqml\): .*optimize.slice_thickness.start_iter: null"),
+]
+
+
+@pytest.mark.parametrize(("body", "message"), CAPABILITY_ERRORS)
+def test_config_validate_refuses_what_the_run_would_refuse(tmp_path, body, message):
+    import re
+
+    path = tmp_path / "run.yaml"
+    path.write_text("data: {path: x.h5}\n" + body)
+    result = CliRunner().invoke(app, ["config", "validate", str(path)])
+    assert result.exit_code == 2 and re.search(message, result.output.replace("\n", " ")), result.output
+    assert "Traceback" not in result.output
+
+
+def test_config_validate_notes_the_keys_a_solver_does_not_use(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("data: {path: x.h5}\nsolver: {name: lsqml}\noptimize: {probe: {lr: 1.0}, tilts: {lr: 1.0}}\n")
+    result = CliRunner().invoke(app, ["config", "validate", str(path)])
+    assert result.exit_code == 0
+    assert "'lsqml' chooses its own step sizes: optimize.probe.lr is not used" in result.output.replace("\n", " ")

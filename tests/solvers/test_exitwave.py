@@ -4,7 +4,7 @@ back-propagation and the canvas scatter, against the forward model, autograd and
 import pytest
 import torch
 
-from ptyopt.physics import MultisliceWaves, multislice, split_positions
+from ptyopt.physics import DetectorResponse, MultisliceWaves, multislice, split_positions
 from ptyopt.solvers.exitwave import (
     backward_sweep,
     detector_gradient,
@@ -68,44 +68,55 @@ def test_modulus_constraint_imposes_the_measured_intensity():
     assert torch.allclose(ratio.imag, torch.zeros_like(ratio.imag), atol=1e-14)
 
 
+@pytest.mark.parametrize("blur_px", [0.0, 0.7])
 @pytest.mark.parametrize("floor", [0.0, 0.2])
 @pytest.mark.parametrize("noise", ["gaussian", "poisson"])
-def test_detector_gradient_is_the_likelihood_gradient(noise, floor):
-    """g = 2 dL/dconj(Psi) / occ: autograd's complex gradient of L (with I + floor · mean(y)) divided by the
-    mode's occupancy."""
+def test_detector_gradient_is_the_likelihood_gradient(noise, floor, blur_px):
+    """g = 2 dL/dconj(Psi) / occ: autograd's complex gradient of L (with D I + floor · mean(y), D the detector
+    PSF) divided by the mode's occupancy."""
+    detector = DetectorResponse(blur_px)
     far_field = random_far_field().requires_grad_(True)
     occupancy = torch.tensor([0.7, 0.3], dtype=torch.float64)
     meas = torch.rand(3, 8, 8, dtype=torch.float64) + 0.1
     y = torch.fft.ifftshift(meas, dim=(-2, -1))
-    intensity = model_intensity(far_field, occupancy) + floor * meas.mean(dim=(-2, -1), keepdim=True)
+    intensity = detector.fft_layout(model_intensity(far_field, occupancy)) + floor * meas.mean(dim=(-2, -1),
+                                                                                                keepdim=True)
     if noise == "gaussian":
         loss = ((intensity.sqrt() - y.sqrt()) ** 2).sum()
     else:
         loss = (intensity - y * intensity.log()).sum()
     loss.backward()
     expected = far_field.grad / occupancy[:, None, None]
-    torch.testing.assert_close(detector_gradient(far_field.detach(), meas, occupancy, noise, floor), expected)
+    torch.testing.assert_close(detector_gradient(far_field.detach(), meas, occupancy, noise, floor, detector),
+                               expected)
 
 
-def test_gaussian_detector_step_of_one_half_is_modulus_replacement():
-    """Psi - 1/2 g_gauss = sqrt(y) / sqrt(I + eps) Psi exactly: 2 (1 - sqrt(y/(I+eps))) Psi / 2 removed."""
+@pytest.mark.parametrize("blur_px", [0.0, 0.7])
+def test_gaussian_detector_step_of_one_half_is_modulus_replacement(blur_px):
+    """Psi - 1/2 g_gauss = sqrt(y) / sqrt(I + eps) Psi exactly: 2 (1 - sqrt(y/(I+eps))) Psi / 2 removed (with a
+    detector PSF, the pulled-back ratio)."""
+    detector = DetectorResponse(blur_px)
     far_field = random_far_field()
     occupancy = torch.tensor([0.7, 0.3], dtype=torch.float64)
     meas = torch.rand(3, 8, 8, dtype=torch.float64)
-    stepped = far_field - 0.5 * detector_gradient(far_field, meas, occupancy, "gaussian")
-    torch.testing.assert_close(stepped, modulus_constraint(far_field, meas, occupancy), rtol=1e-13, atol=1e-14)
+    stepped = far_field - 0.5 * detector_gradient(far_field, meas, occupancy, "gaussian", detector=detector)
+    torch.testing.assert_close(stepped, modulus_constraint(far_field, meas, occupancy, detector), rtol=1e-13,
+                               atol=1e-14)
 
 
-def test_poisson_detector_step_minimises_the_likelihood_along_the_gradient():
+@pytest.mark.parametrize("blur_px", [0.0, 0.7])
+def test_poisson_detector_step_minimises_the_likelihood_along_the_gradient(blur_px):
+    detector = DetectorResponse(blur_px)
     far_field = random_far_field()
     occupancy = torch.tensor([0.7, 0.3], dtype=torch.float64)
-    meas = torch.fft.fftshift(model_intensity(random_far_field(seed=1), occupancy), dim=(-2, -1))
-    g = detector_gradient(far_field, meas, occupancy, "poisson")
-    alpha = poisson_detector_step(far_field, meas, occupancy)
+    meas = torch.fft.fftshift(detector.fft_layout(model_intensity(random_far_field(seed=1), occupancy)),
+                              dim=(-2, -1))
+    g = detector_gradient(far_field, meas, occupancy, "poisson", detector=detector)
+    alpha = poisson_detector_step(far_field, meas, occupancy, detector=detector)
     y = torch.fft.ifftshift(meas, dim=(-2, -1))
 
     def likelihood(a):
-        intensity = model_intensity(far_field - a[:, None, None, None, None] * g, occupancy)
+        intensity = detector.fft_layout(model_intensity(far_field - a[:, None, None, None, None] * g, occupancy))
         return (intensity - y * torch.log(intensity)).sum(dim=(-2, -1))
 
     best = likelihood(alpha)

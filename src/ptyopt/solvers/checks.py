@@ -45,8 +45,9 @@ def unused_keys(name: str, index: int, config: ReconstructionConfig) -> list[str
         changed = [f"optimize.{tensor}.lr" for tensor, update in config.optimize.updates().items()
                    if update.start_iter is not None and update.lr != defaults[tensor]]
         if changed:
-            notes.append(f"{stage_path(index)} '{name}' chooses its own step sizes: {', '.join(changed)} "
-                         "are not used (their update windows are; a NaN rollback still scales the steps)")
+            verb = "is" if len(changed) == 1 else "are"
+            notes.append(f"{stage_path(index)} '{name}' chooses its own step sizes: {', '.join(changed)} {verb} "
+                         "not used (the update windows are; a NaN rollback still scales the steps)")
     if cls.kind == "full_batch":
         solver = config.solver
         if solver.grouping != "random" or solver.grad_accumulation != 1:

@@ -216,12 +216,17 @@ class SecondOrderSolver(FullBatchSolver):
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "damping": self.damping, "objective_history": list(self.objective_history)}
+        # the last block step warm-starts the next CG solve, so a resumed run needs it to continue identically
+        return {**super().state_dict(), "damping": self.damping, "objective_history": list(self.objective_history),
+                "previous_step": None if self.previous_step is None else dict(self.previous_step),
+                "cg_iterations": self.cg_iterations}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.damping = float(state.get("damping", self.params.damping_init))
         self.objective_history = list(state.get("objective_history", []))
-        self.previous_step = None
+        previous = state.get("previous_step")
+        self.previous_step = None if previous is None else {k: v.clone() for k, v in previous.items()}
+        self.cg_iterations = int(state.get("cg_iterations", 0))
 
 
