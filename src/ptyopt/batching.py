@@ -27,7 +27,9 @@ class GroupSampler:
     fixed; order reshuffled every iteration) or 'sparse' (each group spread over the whole scan, fixed; order
     reshuffled every iteration).
     sparse_fps_max_positions: above this N, 'sparse' uses the O(N log N) Hilbert-curve grouping instead of
-    O(N²) farthest-point sampling."""
+    O(N²) farthest-point sampling. A constant, not a config key: both give groups spread over the whole scan
+    (``describe_groups`` measures it), and 16384 positions is where farthest-point sampling's distance cache
+    reaches _FPS_MAX_CELLS and its time seconds; it changes how, not whether, the groups are sparse."""
 
     def __init__(
         self,

@@ -14,7 +14,7 @@ from pydantic import Field, SerializeAsAny, ValidationError, field_validator, mo
 
 from ptyopt.batching import GROUPING_MODES
 from ptyopt.config_base import StrictModel
-from ptyopt.data.preprocess import Step
+from ptyopt.data.steps import Step
 from ptyopt.errors import ConfigError
 from ptyopt.model.tensors import TENSOR_NAMES
 from ptyopt.objective.losses import LossParams, parse_losses

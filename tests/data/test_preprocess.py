@@ -4,17 +4,8 @@ import torch
 from pydantic import TypeAdapter
 
 from ptyopt.data.dataset import Dataset4D, GroundTruth
-from ptyopt.data.preprocess import (
-    ClipNegative,
-    CropDetector,
-    FlipTranspose,
-    Normalize,
-    Pad,
-    Preprocessor,
-    Resample,
-    Step,
-    select_scan_region,
-)
+from ptyopt.data.preprocess import Preprocessor, select_scan_region
+from ptyopt.data.steps import STEPS, ClipNegative, CropDetector, FlipTranspose, Normalize, Pad, Resample, Step
 from ptyopt.data.transforms import resampling_matrix, to_3d
 from ptyopt.errors import ConfigError, DataError
 
@@ -154,3 +145,18 @@ def test_select_scan_region_and_to_3d():
         select_scan_region(ds, (0, 9), None)
     with pytest.raises(ConfigError, match="permute"):
         to_3d(meas4, permute=(0, 1, 2))
+
+
+@pytest.mark.parametrize("name", STEPS.names())
+def test_every_registered_step_parses_by_kind_and_gives_the_same_numbers_on_the_fly(name):
+    """Each step of the registry, from its config (kind + its class's example values): precomputed on the whole
+    dataset or applied per batch, the same patterns; the counts flag follows ``keeps_counts``."""
+    cls = STEPS.get(name)
+    ds = _dataset(_blob_patterns(), counts=True)
+    pre = Preprocessor(_steps({"kind": name, **cls.example}), ds)
+    fly = Preprocessor(_steps({"kind": name, "mode": "on_the_fly", **cls.example}), ds)
+    assert type(pre.steps[0].config) is cls
+    out = pre.precompute(ds)
+    batch = fly.on_the_fly(torch.from_numpy(np.asarray(ds.meas, dtype=np.float32)))
+    np.testing.assert_allclose(batch.numpy(), out.meas, rtol=1e-6, atol=1e-6)
+    assert out.counts == cls.keeps_counts and fly.geometry == pre.geometry

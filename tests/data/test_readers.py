@@ -6,7 +6,14 @@ import pytest
 import scipy.io
 import tifffile
 
-from ptyopt.data.readers import EMPAD_COLUMNS, EMPAD_ROWS, read_array
+from ptyopt.data.readers import (
+    EMPAD_COLUMNS,
+    EMPAD_ROWS,
+    READER_OF_SUFFIX,
+    READERS,
+    SUPPORTED_SUFFIXES,
+    read_array,
+)
 from ptyopt.errors import DataError
 
 
@@ -249,3 +256,13 @@ def test_scan_shape_mismatch(tmp_path, patterns):
     np.save(tmp_path / "a.npy", patterns.reshape(12, 5, 6))
     with pytest.raises(DataError, match=r"holds 12 patterns but scan_shape \(5, 5\) needs 25"):
         read_array(tmp_path / "a.npy", scan_shape=(5, 5))
+
+
+@pytest.mark.parametrize("suffix", SUPPORTED_SUFFIXES)
+def test_every_registered_reader_turns_a_damaged_file_into_a_data_error(tmp_path, suffix):
+    """Random bytes under each registered suffix: a DataError naming the file, never another exception."""
+    path = tmp_path / f"damaged{suffix}"
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 1000, dtype=np.uint8).tobytes())
+    with pytest.raises(DataError, match="damaged"):
+        read_array(path)
+    assert suffix in READERS.get(READER_OF_SUFFIX[suffix].name).suffixes

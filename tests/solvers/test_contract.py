@@ -136,7 +136,9 @@ def test_work_is_counted_and_the_loss_falls(name, tiny):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_every_solver_is_of_one_kind_with_its_contract(name):
+def test_every_solver_is_of_one_kind_with_its_contract(name, tiny):
+    problem, _, start = tiny
+    assert solver_on(problem, name, {key: value.clone() for key, value in start.items()}).name == name
     cls = solver_class(name)
     method = {"mini_batch": "update", "full_batch": "run_iteration"}[cls.kind]
     assert callable(getattr(cls, method)) and set(cls.capabilities.updates) <= set(STATE_KEY)

@@ -1,4 +1,5 @@
-"""Readers of foreign 4D-STEM files: each returns the raw diffraction array, (N, Ky, Kx) or (Ny, Nx, Ky, Kx).
+"""Readers of foreign 4D-STEM files (registry ``READERS``, one class per format with its file suffixes): each
+returns the raw diffraction array, (N, Ky, Kx) or (Ny, Nx, Ky, Kx).
 
 Metadata (energy, detector sampling, scan step) are not read here; they come from the config.
 """
@@ -7,13 +8,14 @@ from __future__ import annotations
 
 import math
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar, Protocol
 
 import h5py
 import numpy as np
 
 from ptyopt.errors import DataError
+from ptyopt.registry import Registry
 
 EMPAD_COLUMNS = 128
 EMPAD_ROWS = 130  # the last 2 rows of each EMPAD frame hold metadata, not pixels
@@ -64,6 +66,21 @@ def _pick_by_shape(shapes: dict[str, tuple[int, ...]], source: str) -> str:
         f"{source}: cannot tell which array holds the diffraction patterns (found {found}); "
         "give the key of the (N, Ky, Kx) or (Ny, Nx, Ky, Kx) array"
     )
+
+
+class Reader(Protocol):
+    """A foreign format: ``read(path, key, scan_shape)`` -> the patterns array, for files ending in ``suffixes``.
+    key: the array inside a multi-array file (None: found by shape); scan_shape: (Ny, Nx) where the file cannot
+    tell it (EMPAD .raw)."""
+
+    name: ClassVar[str]
+    suffixes: ClassVar[tuple[str, ...]]
+
+    @staticmethod
+    def read(path: Path, key: str | None, scan_shape: tuple[int, int] | None) -> np.ndarray: ...
+
+
+READERS: Registry[type[Reader]] = Registry("reader")
 
 
 def _read_npy(path: Path, key: str | None) -> np.ndarray:
@@ -170,18 +187,75 @@ def _read_empad(path: Path, key: str | None, scan_shape: tuple[int, int] | None)
     return frames[:, :, :EMPAD_COLUMNS, :]
 
 
-READERS: dict[str, Callable[[Path, str | None], np.ndarray]] = {
-    ".npy": _read_npy,
-    ".npz": _read_npz,
-    ".h5": _read_hdf5,
-    ".hdf5": _read_hdf5,
-    ".hdf": _read_hdf5,
-    ".emd": _read_hdf5,
-    ".mat": _read_mat,
-    ".tif": _read_tiff,
-    ".tiff": _read_tiff,
-}
-SUPPORTED_SUFFIXES: tuple[str, ...] = (*READERS, ".raw")
+@READERS.register
+class NpyReader:
+    """NumPy .npy: one array."""
+
+    name, suffixes = "npy", (".npy",)
+
+    @staticmethod
+    def read(path: Path, key: str | None, scan_shape: tuple[int, int] | None) -> np.ndarray:
+        return _read_npy(path, key)
+
+
+@READERS.register
+class NpzReader:
+    """NumPy .npz: the array ``key``, or the only 3-D/4-D one."""
+
+    name, suffixes = "npz", (".npz",)
+
+    @staticmethod
+    def read(path: Path, key: str | None, scan_shape: tuple[int, int] | None) -> np.ndarray:
+        return _read_npz(path, key)
+
+
+@READERS.register
+class Hdf5Reader:
+    """HDF5 and EMD: the dataset ``key``, or the largest 3-D/4-D one."""
+
+    name, suffixes = "hdf5", (".h5", ".hdf5", ".hdf", ".emd")
+
+    @staticmethod
+    def read(path: Path, key: str | None, scan_shape: tuple[int, int] | None) -> np.ndarray:
+        return _read_hdf5(path, key)
+
+
+@READERS.register
+class MatlabReader:
+    """MATLAB v5 (scipy) and v7.3 (HDF5, transposed back to row-major)."""
+
+    name, suffixes = "matlab", (".mat",)
+
+    @staticmethod
+    def read(path: Path, key: str | None, scan_shape: tuple[int, int] | None) -> np.ndarray:
+        return _read_mat(path, key)
+
+
+@READERS.register
+class TiffReader:
+    """Greyscale TIFF stacks."""
+
+    name, suffixes = "tiff", (".tif", ".tiff")
+
+    @staticmethod
+    def read(path: Path, key: str | None, scan_shape: tuple[int, int] | None) -> np.ndarray:
+        return _read_tiff(path, key)
+
+
+@READERS.register
+class EmpadReader:
+    """EMPAD .raw (128×130 float32 frames, the last 2 rows metadata), memory-mapped."""
+
+    name, suffixes = "empad", (".raw",)
+
+    @staticmethod
+    def read(path: Path, key: str | None, scan_shape: tuple[int, int] | None) -> np.ndarray:
+        return _read_empad(path, key, scan_shape)
+
+
+READER_OF_SUFFIX: dict[str, type[Reader]] = {suffix: READERS.get(name) for name in READERS
+                                             for suffix in READERS.get(name).suffixes}
+SUPPORTED_SUFFIXES: tuple[str, ...] = tuple(READER_OF_SUFFIX)
 
 
 def _apply_scan_shape(array: np.ndarray, scan_shape: tuple[int, int], source: str) -> np.ndarray:
@@ -216,7 +290,7 @@ def read_array(path: str | Path, *, key: str | None = None, scan_shape: tuple[in
     if suffix not in SUPPORTED_SUFFIXES:
         raise DataError(f"unsupported file type '{path.suffix}' of {path}; supported: {', '.join(SUPPORTED_SUFFIXES)}")
     try:
-        array = _read_empad(path, key, scan_shape) if suffix == ".raw" else READERS[suffix](path, key)
+        array = READER_OF_SUFFIX[suffix].read(path, key, scan_shape)
     except DataError:
         raise
     except (OSError, ValueError, NotImplementedError, zipfile.BadZipFile) as error:

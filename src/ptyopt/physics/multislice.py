@@ -250,6 +250,15 @@ class MultisliceWaves:
         """The transmission patches stacked, (B, omode, S, Y, X)."""
         return torch.stack(self.slices, dim=2)
 
+    @cached_property
+    def exit_waves(self) -> Tensor:
+        """The real-space wave leaving the last slice, psi^{S-1} · t_{S-1} (B, pmode, omode, Y, X) (before the
+        last propagation, if the model makes one)."""
+        far_field = self.far_field
+        if self.propagate_last:
+            far_field = far_field * slice_propagator(self.propagators, len(self.slices) - 1).conj()
+        return torch.fft.ifft2(far_field, norm="ortho")
+
 
 def multislice_forward(
     object_amplitude: Tensor,
