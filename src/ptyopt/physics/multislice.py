@@ -253,11 +253,13 @@ class MultisliceWaves:
     @cached_property
     def exit_waves(self) -> Tensor:
         """The real-space wave leaving the last slice, psi^{S-1} · t_{S-1} (B, pmode, omode, Y, X) (before the
-        last propagation, if the model makes one)."""
-        far_field = self.far_field
-        if self.propagate_last:
-            far_field = far_field * slice_propagator(self.propagators, len(self.slices) - 1).conj()
-        return torch.fft.ifft2(far_field, norm="ortho")
+        last propagation, if the model makes one: a band-limited one cannot be undone, so that case needs the
+        incident waves)."""
+        if self.incident is not None:
+            return self.incident[:, :, :, -1] * self.slices[-1][:, None]
+        if not self.propagate_last:
+            return torch.fft.ifft2(self.far_field, norm="ortho")
+        raise ValueError("the exit wave before the last propagation needs the incident waves (keep_incident=True)")
 
 
 def multislice_forward(
