@@ -34,7 +34,7 @@ def random_far_field(shape=(3, 2, 2, 8, 8), seed=0):
     return torch.randn(shape, dtype=torch.complex128, generator=generator)
 
 
-def test_forward_batch_matches_the_forward_model(mixed_problem):
+def test_kept_waves_match_the_forward_model(mixed_problem):
     problem, state = mixed_problem
     indices = torch.tensor([0, 5, 9, 14])
     waves = problem.model(state, indices, keep_waves=True).waves
@@ -157,7 +157,7 @@ def test_backward_sweep_inverts_the_multislice_of_a_phase_object(make_problem):
     torch.testing.assert_close(chis[:, :, :, 2], exit_response(waves, d_probes=delta))
 
 
-def test_forward_batch_splits_positions_like_the_model(mixed_problem):
+def test_kept_waves_split_positions_like_the_model(mixed_problem):
     problem, state = mixed_problem
     indices = torch.tensor([3, 4])
     waves: MultisliceWaves = problem.model(state, indices, keep_waves=True).waves

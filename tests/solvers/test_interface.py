@@ -9,8 +9,7 @@ from ptyopt.errors import ConfigError
 from ptyopt.objective.losses import build_losses
 from ptyopt.reconstruct import run_reconstruction
 from ptyopt.solvers import SOLVERS, SolverContext, make_solver
-from ptyopt.solvers.base import IterationPlan
-from ptyopt.solvers.checks import check_capabilities
+from ptyopt.solvers.base import IterationPlan, check_capabilities
 from ptyopt.solvers.lsqml import LSQML
 from ptyopt.solvers.pie import EPIE, MPIE, RPIE
 

@@ -137,6 +137,25 @@ class Capabilities:
     grad_accumulation: bool = True
 
 
+def check_capabilities(name: str, capabilities: Capabilities, updates: Mapping[str, TensorUpdate], tilt_mode: str,
+                       grad_accumulation: int) -> None:
+    """ConfigError when the optimize section (``updates``), model.tilt_mode or solver.grad_accumulation ask solver
+    ``name`` for something it cannot do."""
+    refined = [tensor for tensor, update in updates.items() if update.start_iter is not None]
+    unsupported = [tensor for tensor in refined if tensor not in capabilities.updates]
+    if unsupported:
+        can = ", ".join(t for t in TENSOR_NAMES if t in capabilities.updates)
+        raise ConfigError(f"solver '{name}' refines {can} only; set optimize.{unsupported[0]}.start_iter: null "
+                          "or use solver.name: adam")
+    if "tilts" in refined and tilt_mode not in capabilities.tilt_modes:
+        modes = " or ".join(sorted(capabilities.tilt_modes))
+        raise ConfigError(f"solver '{name}' refines tilts only with model.tilt_mode: {modes}; set model.tilt_mode: "
+                          f"{sorted(capabilities.tilt_modes)[0]} or optimize.tilts.start_iter: null")
+    if grad_accumulation != 1 and not capabilities.grad_accumulation:
+        raise ConfigError(f"solver '{name}' updates after every batch; set solver.grad_accumulation: 1 "
+                          "(use solver.batch_size for larger groups)")
+
+
 class Solver(ABC):
     """Update rule; see the module docstring for the two kinds."""
 
@@ -253,8 +272,6 @@ def solver_params(name: str, options: Mapping[str, Any], lr_scheduler: Any = Non
 def make_solver(name: str, options: Mapping[str, Any], context: SolverContext, lr_scheduler: Any = None,
                 where: str = "solver") -> Solver:
     """A registered solver by name ('adam', 'epie', ...) or any first-order torch.optim class (AdamW, SGD, ...)."""
-    from ptyopt.solvers.checks import check_capabilities
-
     params = solver_params(name, options, lr_scheduler, where)
     cls = solver_class(name)
     check_capabilities(name, cls.capabilities, context.updates, context.model.config.tilt_mode,
