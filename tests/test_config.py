@@ -131,4 +131,16 @@ def test_config_validate_notes_the_keys_a_solver_does_not_use(tmp_path):
     path.write_text("data: {path: x.h5}\nsolver: {name: lsqml}\noptimize: {probe: {lr: 1.0}, tilts: {lr: 1.0}}\n")
     result = CliRunner().invoke(app, ["config", "validate", str(path)])
     assert result.exit_code == 0
-    assert "'lsqml' chooses its own step sizes: optimize.probe.lr is not used" in result.output.replace("\n", " ")
+    output = result.output.replace("\n", " ")
+    assert "'lsqml' chooses its own step sizes: optimize.probe.lr is not used" in output
+    assert "optimize.tilts.lr is set but optimize.tilts.start_iter is null: tilts is not refined" in output
+
+
+def test_a_solver_error_is_refused_before_any_data_is_read_or_folder_made(tmp_path):
+    from ptyopt.reconstruct import run_reconstruction
+
+    config = parse_config({"data": {"path": str(tmp_path / "missing.h5")}, "output": {"dir": str(tmp_path / "out")},
+                           "solver": {"name": "lsqml", "options": {"step_dampng": 0.1}}})
+    with pytest.raises(ConfigError, match="did you mean 'step_damping'"):
+        run_reconstruction(config, show_progress=False)
+    assert not (tmp_path / "out").exists()

@@ -195,10 +195,10 @@ class Engine:
         size = self.config.solver.batch_size
         with torch.no_grad():
             chunks = [self.validation_indices[i : i + size] for i in range(0, len(self.validation_indices), size)]
+            data_terms = [term for term in self.losses if term.is_data_term]
             for indices in chunks:
                 index_tensor = torch.tensor(indices, device=self.problem.device)
                 out = self.problem.model(self.state, index_tensor)
-                data_terms = [term for term in self.losses if term.is_data_term]
                 for name, value in loss_values(data_terms, out, self.fetch(indices, index_tensor)).items():
                     sums[name] = sums.get(name, 0.0) + float(value) / len(chunks)
         return sums

@@ -15,6 +15,7 @@ from ptyopt.config import ReconstructionConfig, dump_config
 from ptyopt.engine import Engine, IterationCallback
 from ptyopt.io.result_file import RESULT_NAME, ReconstructionResult, write_result
 from ptyopt.problem import Problem, build_problem
+from ptyopt.solvers.checks import check_config
 
 
 @dataclass
@@ -96,6 +97,7 @@ def write_outputs(problem: Problem, result: ReconstructionResult, out_dir: Path,
 def run_reconstruction(config: ReconstructionConfig, *, out_dir: Path | None = None, resume: bool = False,
                        show_progress: bool = True, callbacks: list[IterationCallback] | None = None) -> RunOutput:
     """Run (or resume) a reconstruction and write every output; the truth metrics when a truth is known."""
+    check_config(config)  # what the solvers would refuse fails before any data is read or folder made
     torch.manual_seed(config.seed)
     out = Path(out_dir or config.output.dir)
     out.mkdir(parents=True, exist_ok=True)

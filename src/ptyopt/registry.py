@@ -45,6 +45,8 @@ class Registry(Generic[T]):
 
     def alias(self, old: str, new: str, note: str) -> None:
         """Accept the former name ``old`` for ``new``; ``note`` says why it changed (shown by ``deprecation``)."""
+        if new not in self._items or old in self._items or old in self._aliases:
+            raise RuntimeError(f"{self.kind} alias '{old}' -> '{new}' needs a registered '{new}' and a free '{old}'")
         self._aliases[old] = (new, note)
 
     def canonical(self, name: str) -> str:

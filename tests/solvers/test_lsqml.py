@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from ptyopt.physics import DetectorResponse
 from ptyopt.solvers.exitwave import modulus_constraint, normal_equations, solve_2x2
 from ptyopt.solvers.lsqml import detector_change
 
@@ -58,8 +59,9 @@ def test_gaussian_detector_update_is_modulus_replacement():
     far_field = torch.randn(3, 2, 1, 8, 8, dtype=torch.complex128, generator=generator)
     occupancy = torch.ones(1, dtype=torch.float64)
     meas = torch.rand(3, 8, 8, dtype=torch.float64, generator=generator)
-    torch.testing.assert_close(detector_change(far_field, meas, occupancy, "gaussian") + far_field,
-                               modulus_constraint(far_field, meas, occupancy), rtol=1e-13, atol=1e-14)
+    no_psf = DetectorResponse()
+    torch.testing.assert_close(detector_change(far_field, meas, occupancy, "gaussian", no_psf) + far_field,
+                               modulus_constraint(far_field, meas, occupancy, no_psf), rtol=1e-13, atol=1e-14)
 
 
 def textbook_lsqml(problem, state, batch, delta, damping, scale):

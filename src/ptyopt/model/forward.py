@@ -16,7 +16,6 @@ from torch import Tensor
 from ptyopt.config import ModelConfig
 from ptyopt.model.state import Geometry
 from ptyopt.physics import (
-    DetectorResponse,
     MultisliceWaves,
     forward_intensities,
     frequency_grid,
@@ -62,7 +61,6 @@ class ForwardModel:
         self.nominal_centres_px = torch.as_tensor(geometry.nominal_centres_px, dtype=real_dtype, device=device)
         self.ky, self.kx = frequency_grid(geometry.window_px, geometry.dx_ang, dtype=real_dtype, device=device)
         self._core = torch.compile(forward_intensities, dynamic=False) if compile else forward_intensities
-        self.detector = DetectorResponse(config.detector_blur_px)
         self._fixed: Tensor | None = None
         if fixed_propagators:  # computed here, once: never inside a torch.func transform
             with torch.no_grad():

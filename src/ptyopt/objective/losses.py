@@ -216,6 +216,8 @@ def parse_losses(raw: Mapping[str, Any] | None) -> dict[str, LossParams]:
         if name in LOSSES and LOSSES.deprecation(name):
             warnings.warn(LOSSES.deprecation(name), FutureWarning, stacklevel=2)
             name = LOSSES.canonical(name)
+            if name in (raw or {}):
+                raise ConfigError(f"the loss names '{name}' twice (once by its former name); keep one")
         if isinstance(params, LossParams):
             parsed[name] = params
             continue

@@ -20,7 +20,8 @@ def gaussian_kernel_1d(sigma_px: float, dtype: torch.dtype, device: torch.device
 
 
 def detector_blur(intensities: Tensor, sigma_px: float) -> Tensor:
-    """Separable Gaussian point-spread function (std sigma_px) with replicate edges; keeps the total."""
+    """Separable Gaussian point-spread function (std sigma_px) with replicate edges; keeps the total of patterns
+    that are flat within 3 sigma of the detector edge (replicated edge pixels count more than once)."""
     kernel = gaussian_kernel_1d(sigma_px, intensities.dtype, intensities.device)
     r = kernel.numel() // 2
     x = intensities[:, None]

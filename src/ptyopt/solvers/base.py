@@ -81,7 +81,8 @@ class TrainingSet:
 class IterationPlan:
     """What the engine decided for one iteration. active and learning_rates are keyed by ``optimize`` name;
     learning_rates are the scheduled rates times ``lr_multiplier``, the NaN guard's factor (1 in a normal run,
-    halved after each rollback), which solvers with their own step rules apply to their steps."""
+    times solver.nan_lr_factor after each rollback), which the exit-wave solvers apply to their own steps (the
+    full-batch solvers choose their steps by line search or damping and do not use it)."""
 
     iteration: int
     active: Mapping[str, bool]
@@ -92,7 +93,8 @@ class IterationPlan:
     @staticmethod
     def simple(active: tuple[str, ...] | list[str], *, iteration: int = 1, lr: float = 1.0,
                lr_multiplier: float = 1.0, weights: Mapping[str, float] | None = None) -> IterationPlan:
-        """A plan that opens the windows of ``active`` (for scripts and tests)."""
+        """A plan that opens the windows of ``active`` (for scripts and tests); ``weights`` must name every
+        configured loss term (default: the default loss, ``single``)."""
         return IterationPlan(iteration, {name: name in active for name in TENSOR_NAMES},
                              {name: lr for name in active}, lr_multiplier, dict(weights or {"single": 1.0}))
 

@@ -26,13 +26,21 @@ def unused_keys(name: str, index: int, config: ReconstructionConfig) -> list[str
         if changed:
             verb = "is" if len(changed) == 1 else "are"
             notes.append(f"{stage_path(index)} '{name}' chooses its own step sizes: {', '.join(changed)} {verb} "
-                         "not used (the update windows are; a NaN rollback still scales the steps)")
+                         "not used (the update windows are)")
     if cls.kind == "full_batch":
         solver = config.solver
         if solver.grouping != "random" or solver.grad_accumulation != 1:
             notes.append(f"{stage_path(index)} '{name}' works on fixed chunks of the sorted positions: "
                          "solver.grouping and solver.grad_accumulation are not used by it")
     return notes
+
+
+def switched_off(config: ReconstructionConfig) -> list[str]:
+    """Notes on tensors whose learning rate is set although their update window is closed (start_iter null)."""
+    defaults = {tensor: info.default for tensor, info in OptimizeConfig.model_fields.items()}
+    return [f"optimize.{tensor}.lr is set but optimize.{tensor}.start_iter is null: {tensor} is not refined "
+            f"(give start_iter to refine it)" for tensor, update in config.optimize.updates().items()
+            if update.start_iter is None and update.lr != defaults[tensor].lr]
 
 
 def check_config(config: ReconstructionConfig) -> list[str]:
@@ -50,4 +58,4 @@ def check_config(config: ReconstructionConfig) -> list[str]:
                 raise
             raise ConfigError(f"{stage_path(index)} ({stage.name}): {err}") from None
         notes += unused_keys(stage.name, index, config)
-    return notes
+    return notes + switched_off(config)

@@ -4,7 +4,7 @@ complex object change into amplitude and phase, position updates, momentum buffe
 These solvers update the object, the probe and the positions with their own step rules, from the forward
 model's own pass (``ForwardModel(..., keep_waves=True)``), so they run whatever the model includes (detector
 response, tilts, ...). The engine's learning rates (optimize.*.lr) are not used; only the NaN guard's factor
-(``IterationPlan.lr_multiplier``, 1 in a normal run, halved after each rollback) scales every step. The update
+(``IterationPlan.lr_multiplier``, 1 in a normal run, smaller after each rollback) scales every step. The update
 windows (start_iter, end_iter, active_when) are obeyed. The configured loss terms are evaluated on every batch
 and reported, but the updates follow the algorithm's own noise model, not the loss weights.
 """

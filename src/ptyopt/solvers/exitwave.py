@@ -19,8 +19,6 @@ from torch import Tensor
 from ptyopt.physics import DetectorResponse, MultisliceWaves, gather_patches, propagate, slice_propagator
 from ptyopt.physics.shift import shift_ramp
 
-NO_DETECTOR_PSF = DetectorResponse(0.0)
-
 
 def back_propagate(psi: Tensor, h: Tensor) -> Tensor:
     """The adjoint of ``propagate``: F^-1[conj(H) F psi] (the inverse where |H| = 1)."""
@@ -49,13 +47,13 @@ def detected_intensity(far_field: Tensor, occupancy: Tensor, detector: DetectorR
     return detector.fft_layout(model_intensity(far_field, occupancy))
 
 
-def modulus_constraint(far_field: Tensor, meas: Tensor, occupancy: Tensor,
-                       detector: DetectorResponse = NO_DETECTOR_PSF) -> Tensor:
+def modulus_constraint(far_field: Tensor, meas: Tensor, occupancy: Tensor, detector: DetectorResponse) -> Tensor:
     """Mixed-state modulus replacement Psi'_m = r · Psi_m, r = sqrt(y) / sqrt(D I + eps) (the detector
     residual step Psi - g/2 of ``detector_gradient``, gaussian). With a detector PSF, r is replaced by its
     pull-back 1 - Dᵀ(1 - r) (the same step; without a PSF it simplifies to r).
 
-    far_field (B, p, o, Y, X) unshifted; meas (B, K, K) fftshifted; occupancy (o,) normalised.
+    far_field (B, p, o, Y, X) unshifted; meas (B, K, K) fftshifted; occupancy (o,) normalised; detector: the
+    model's (``MultisliceWaves.detector``).
     """
     y = unshifted(meas)
     ratio = torch.sqrt(y) / torch.sqrt(detected_intensity(far_field, occupancy, detector) + intensity_floor(meas))
@@ -64,8 +62,8 @@ def modulus_constraint(far_field: Tensor, meas: Tensor, occupancy: Tensor,
     return far_field * ratio[:, None, None]
 
 
-def detector_gradient(far_field: Tensor, meas: Tensor, occupancy: Tensor, noise: str, floor: float = 0.0,
-                      detector: DetectorResponse = NO_DETECTOR_PSF) -> Tensor:
+def detector_gradient(far_field: Tensor, meas: Tensor, occupancy: Tensor, noise: str, detector: DetectorResponse,
+                      floor: float = 0.0) -> Tensor:
     """g_m = 2 dL/dconj(Psi_m) / occ_m (torch's complex-gradient convention, per unit occupancy).
 
     gaussian: L = sum (sqrt(D I + eps) - sqrt(y))^2 -> g = 2 Dᵀ(1 - sqrt(y) / sqrt(D I + eps)) Psi;
@@ -83,8 +81,8 @@ def detector_gradient(far_field: Tensor, meas: Tensor, occupancy: Tensor, noise:
     return 2 * detector.adjoint_fft_layout(factor)[:, None, None] * far_field
 
 
-def poisson_detector_step(far_field: Tensor, meas: Tensor, occupancy: Tensor, floor: float = 0.0,
-                          newton_steps: int = 8, detector: DetectorResponse = NO_DETECTOR_PSF) -> Tensor:
+def poisson_detector_step(far_field: Tensor, meas: Tensor, occupancy: Tensor, detector: DetectorResponse,
+                          floor: float = 0.0, newton_steps: int = 8) -> Tensor:
     """Per-position alpha (B,) minimising the Poisson L(Psi - alpha g) over alpha in [0, 1/2] (Newton, convex).
 
     With c = Dᵀ(1 - y/(D I + eps)), Psi - alpha g = (1 - 2 alpha c) Psi, so I(alpha) = (1 - 2 alpha c)^2 I and
@@ -121,11 +119,10 @@ def backward_sweep(chi_exit: Tensor, waves: MultisliceWaves) -> Tensor:
     change is delta^s = conj(t_s) chi^s / max|t_s|^2 (max over the window, per position and object mode) and
     chi^{s-1} = back_propagate(delta^s, H_{s-1}).
     """
-    transmissions = waves.transmissions
-    n_slices = transmissions.shape[2]
+    n_slices = len(waves.slices)
     chis: list[Tensor] = [chi_exit] * n_slices
     for s in range(n_slices - 1, 0, -1):
-        t = transmissions[:, None, :, s]
+        t = waves.slices[s][:, None]
         peak = (t.real**2 + t.imag**2).amax(dim=(-2, -1), keepdim=True).clamp(min=torch.finfo(t.real.dtype).tiny)
         chis[s - 1] = back_propagate(t.conj() * chis[s] / peak, slice_propagator(waves.propagators, s - 1))
     return torch.stack(chis, dim=3)
@@ -135,14 +132,13 @@ def exit_response(waves: MultisliceWaves, d_probes: Tensor | None = None,
                   d_transmissions: Tensor | None = None) -> Tensor:
     """First-order change of the exit wave psi^{S-1} t_{S-1} (B, p, o, Y, X) for a change d_probes (B, p, Y, X)
     of the incident probes and d_transmissions (B, o, S, Y, X) of the transmissions (a JVP of the multislice)."""
-    transmissions = waves.transmissions
-    n_slices = transmissions.shape[2]
+    n_slices = len(waves.slices)
     if d_probes is None:
         d = torch.zeros_like(waves.incident[:, :, :, 0])
     else:
         d = d_probes[:, :, None].expand_as(waves.incident[:, :, :, 0])
     for s in range(n_slices):
-        d = d * transmissions[:, None, :, s]
+        d = d * waves.slices[s][:, None]
         if d_transmissions is not None:
             d = d + waves.incident[:, :, :, s] * d_transmissions[:, None, :, s]
         if s < n_slices - 1:
@@ -202,10 +198,10 @@ def object_terms(chis: Tensor, incident: Tensor) -> tuple[Tensor, Tensor]:
     return (incident.conj() * chis).sum(dim=1), (incident.real**2 + incident.imag**2).sum(dim=1)
 
 
-def probe_terms(chis: Tensor, transmissions: Tensor, occupancy: Tensor) -> tuple[Tensor, Tensor]:
+def probe_terms(chis: Tensor, first_slice: Tensor, occupancy: Tensor) -> tuple[Tensor, Tensor]:
     """Per-position probe numerator sum_o occ_o conj(t_o0) chi^0_po (B, p, Y, X) and the batch's
     illumination sum_{j,o} occ_o |t_jo0|^2 (Y, X) of the first slice."""
-    t0 = transmissions[:, :, 0]
+    t0 = first_slice  # (B, o, Y, X)
     weights = occupancy[:, None, None]
     numerator = (weights * t0.conj()[:, None] * chis[:, :, :, 0]).sum(dim=2)
     return numerator, (weights * (t0.real**2 + t0.imag**2)).sum(dim=(0, 1))

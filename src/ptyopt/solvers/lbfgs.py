@@ -34,7 +34,7 @@ search by bracketing and cubic interpolation; a failed search clears the history
 Cost: each objective evaluation is a forward and backward pass over every L-BFGS position and counts one forward
 evaluation per pattern: the start point (skipped when the last run's final point is unchanged), the line-search
 trials and, at a reset, one curvature probe per block. The loss reported to the engine is F's terms at the start
-of the iteration, averaged over the chunks (the engine's random groups are only recorded). Learning rates
+of the iteration, averaged over the chunks (the engine's random groups are not used). Learning rates
 (optimize.*.lr) are not used: the line search chooses the step lengths (non-finite trial values count as too long
 a step), so the engine's NaN-guard halving has no effect on this solver.
 Memory: 2·history_size + 4 vectors of the optimised variables; checkpoints hold the secant pairs too, so a

@@ -37,7 +37,6 @@ from ptyopt.physics import DetectorResponse, shift_probes
 from ptyopt.solvers.base import SOLVERS, Batch
 from ptyopt.solvers.classical import ExitWaveSolver, PositionParams
 from ptyopt.solvers.exitwave import (
-    NO_DETECTOR_PSF,
     backward_sweep,
     damped_denominator,
     detector_gradient,
@@ -56,14 +55,14 @@ from ptyopt.solvers.exitwave import (
 )
 
 
-def detector_change(far_field: Tensor, meas: Tensor, occupancy: Tensor, noise: str, floor: float = 0.0,
-                    detector: DetectorResponse = NO_DETECTOR_PSF) -> Tensor:
+def detector_change(far_field: Tensor, meas: Tensor, occupancy: Tensor, noise: str, detector: DetectorResponse,
+                    floor: float = 0.0) -> Tensor:
     """Psi' - Psi of the detector step: modulus replacement (gaussian) or the optimal Poisson step."""
     if noise == "gaussian":
         return modulus_constraint(far_field, meas, occupancy, detector) - far_field
-    alpha = poisson_detector_step(far_field, meas, occupancy, floor, detector=detector)
-    return -alpha[:, None, None, None, None] * detector_gradient(far_field, meas, occupancy, "poisson", floor,
-                                                                 detector)
+    alpha = poisson_detector_step(far_field, meas, occupancy, detector, floor)
+    return -alpha[:, None, None, None, None] * detector_gradient(far_field, meas, occupancy, "poisson", detector,
+                                                                 floor)
 
 
 @SOLVERS.register
@@ -93,8 +92,8 @@ class LSQML(ExitWaveSolver):
             params = self.params
             out, values = self.forward(batch)
             waves, occupancy = out.waves, out.occupancy
-            change = detector_change(waves.far_field, batch.meas, occupancy, params.noise, params.poisson_floor,
-                                     waves.detector)
+            change = detector_change(waves.far_field, batch.meas, occupancy, params.noise, waves.detector,
+                                     params.poisson_floor)
             chi = exit_wave_change(change, waves.propagators, waves.propagate_last)
             chis = backward_sweep(chi, waves)
             directions = []
@@ -106,7 +105,7 @@ class LSQML(ExitWaveSolver):
                 d_patches = gather_box(direction, waves.crop_px, box, waves.probes.shape[-2:])
                 directions.append(exit_response(waves, d_transmissions=d_patches))
             if self.active["probe"]:
-                probe_numerator, illumination = probe_terms(chis, waves.transmissions, occupancy)
+                probe_numerator, illumination = probe_terms(chis, waves.slices[0], occupancy)
                 probe_parts = unshift(probe_numerator / damped_denominator(illumination, params.delta), waves.shift_px)
                 d_probes = shift_probes(probe_parts.sum(dim=0), waves.shift_px)
                 directions.append(exit_response(waves, d_probes=d_probes))

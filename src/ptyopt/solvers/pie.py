@@ -76,7 +76,7 @@ class EPIE(ExitWaveSolver):
                 step = self.params.alpha * self.step_multiplier
                 object_change = step * scatter_patches(numerator, waves.crop_px, box) / denominator
             if self.active["probe"]:
-                numerator, illumination = probe_terms(chis, waves.transmissions, occupancy)
+                numerator, illumination = probe_terms(chis, waves.slices[0], occupancy)
                 probe_change = self.params.beta * self.step_multiplier * unshift(
                     numerator / blended_denominator(illumination, probe_blend), waves.shift_px).sum(dim=0)
             if self.active["positions"]:

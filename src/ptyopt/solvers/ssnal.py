@@ -8,7 +8,7 @@ that cover pixel r, S slices, occ_o the object-mode occupancy. P is then exactly
 term of order 1 (occ_o · mean |φ| over the batch's phase patches) evaluated on the whole training set, weighted
 by w: w = ``l1_weight`` when set, else the sparse term's weight at this iteration (0 when neither).
 Note the scales: L is ½·(relative amplitude misfit)² (gaussian), not the reported normalised RMSE.
-The configured loss terms are still reported per batch; they do not drive the steps.
+The configured loss terms are still reported (means over the chunks); they do not drive the steps.
 
 Outer loop (``lm``'s ratio test on F): at θ, with g = ∇L and G = h JᵀJ, the object/probe step δ solves
     min_δ gᵀδ + ½ δᵀGδ + (μ/2) δᵀDδ + P(θ + δ),   μ = the LM damping λ, D the block-Jacobi diagonal,
