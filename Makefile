@@ -22,7 +22,7 @@ test: setup
 	$(BIN)/python -m pytest
 
 demo: setup
-	$(BIN)/ptyopt demo --out demo_out
+	$(BIN)/ptyopt demo --out demo_out --overwrite
 
 # regenerate the dataset shipped inside the package (abTEM, about 15 s)
 demo-data: setup

@@ -109,11 +109,12 @@ def demo(
     out: Annotated[Path, typer.Option(help="output folder")] = Path("demo_out"),
     iterations: Annotated[int | None, typer.Option(help="iterations (default: the demo config's)")] = None,
     device: Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda")] = "cpu",
+    overwrite: Annotated[bool, typer.Option(help="replace an earlier demo run in the output folder")] = False,
 ) -> None:
     """Reconstruct the shipped sto-demo dataset (abTEM SrTiO3) and compare the result with its truth."""
     from ptyopt.demo import run_demo
 
-    run, r = run_demo(out, device=device, iterations=iterations)
+    run, r = run_demo(out, device=device, iterations=iterations, overwrite=overwrite)
     _report(run)
     console.print(f"forward model on the truth vs the data: R-factor {r:.4f}")
 
@@ -224,8 +225,11 @@ def reconstruct(
     seed: Annotated[int | None, typer.Option(help="seed, overrides the config")] = None,
     iterations: Annotated[int | None, typer.Option(help="iterations, overrides solver.iterations")] = None,
     resume: Annotated[bool, typer.Option(help="continue from the checkpoint in the output folder")] = False,
+    overwrite: Annotated[bool, typer.Option(help="replace the run the output folder holds (else refused)")] = False,
 ) -> None:
-    """Reconstruct a dataset: writes result.h5, config.yaml, TIFFs, PNGs (and metrics.json with a truth)."""
+    """Reconstruct a dataset: writes result.h5, config.yaml, TIFFs, PNGs (and metrics.json with a truth).
+    An output folder that holds a run is never written into unless --resume continues it or --overwrite
+    replaces it."""
     from ptyopt.config import load_config
     from ptyopt.engine import Interrupted
     from ptyopt.reconstruct import run_reconstruction
@@ -234,7 +238,7 @@ def reconstruct(
                  (("device", device), ("seed", seed), ("solver.iterations", iterations)) if value is not None}
     config = load_config(config_path, overrides)
     try:
-        run = run_reconstruction(config, out_dir=out, resume=resume)
+        run = run_reconstruction(config, out_dir=out, resume=resume, overwrite=overwrite)
     except Interrupted as err:
         err_console.print(f"[yellow]{err}[/]")
         raise typer.Exit(130) from None

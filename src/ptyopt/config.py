@@ -199,6 +199,9 @@ class OutputConfig(StrictModel):
     dir: Path = Field(Path("ptyopt_out"), description="output folder (relative to the working directory)")
     checkpoint_every: int = Field(10, ge=1, description="iterations between checkpoints")
     metrics_every: int = Field(0, ge=0, description="iterations between truth metrics (0 = at the end only)")
+    snapshot_every: int = Field(
+        0, ge=0, description="iterations between snapshots: snapshots/iter_NNNN.h5 (the result schema) and "
+        "iter_NNNN_phase.tif, to look at and score a run while it runs (0 = none)")
     metric_margin_ang: float = Field(2.0, ge=0, description="margin inside the scanned region for metrics [Å]")
 
 

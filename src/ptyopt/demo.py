@@ -40,11 +40,11 @@ def forward_check(dataset: Dataset4D, device: str = "cpu") -> float:
 
 
 def run_demo(out_dir: str | Path, device: str = "cpu", iterations: int | None = None,
-             show_progress: bool = True) -> tuple[RunOutput, float]:
+             show_progress: bool = True, overwrite: bool = False) -> tuple[RunOutput, float]:
     """Reconstruct sto-demo into out_dir; returns the run (files, metrics) and the forward-model R-factor."""
     overrides = {"device": device}
     if iterations is not None:
         overrides["solver.iterations"] = iterations
     config = load_config(demo_config_path(), overrides)
-    run = run_reconstruction(config, out_dir=Path(out_dir), show_progress=show_progress)
+    run = run_reconstruction(config, out_dir=Path(out_dir), show_progress=show_progress, overwrite=overwrite)
     return run, forward_check(load_demo_dataset(), device)

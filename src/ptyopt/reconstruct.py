@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +16,9 @@ from rich.console import Console
 
 from ptyopt.config import ReconstructionConfig, dump_config
 from ptyopt.engine import Engine, IterationCallback
+from ptyopt.errors import ConfigError
+from ptyopt.io.checkpoint import CHECKPOINT_NAME
+from ptyopt.io.integrity import file_sha256, write_atomically
 from ptyopt.io.result_file import RESULT_NAME, ReconstructionResult, write_result
 from ptyopt.problem import Problem, build_problem
 from ptyopt.solvers.checks import check_config
@@ -94,26 +100,94 @@ def write_outputs(problem: Problem, result: ReconstructionResult, out_dir: Path,
     return files
 
 
+RUN_FILES = (RESULT_NAME, CHECKPOINT_NAME)  # a folder holding one of these holds a run
+OUTPUT_NAMES = (RESULT_NAME, f"{RESULT_NAME}.sha256", CHECKPOINT_NAME, f"{CHECKPOINT_NAME}.sha256", "config.yaml",
+                "metrics.json", "phase_sum.tif", "phase_stack.tif", "object_phase.png", "probe.png", "positions.png",
+                "loss.png")
+
+
+def check_out_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
+    """ConfigError unless ``out`` may receive this run: a folder (or nothing yet) that holds no earlier run,
+    unless the run continues it (resume) or replaces it (overwrite)."""
+    if resume and overwrite:
+        raise ConfigError("--resume continues the run in the output folder and --overwrite replaces it; give one")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"the output folder {out} is a file; give a folder with --out")
+    held = [name for name in RUN_FILES if (out / name).exists()]
+    if held and not resume and not overwrite:
+        raise ConfigError(f"{out} already holds a run ({', '.join(held)}); continue it with --resume, write to "
+                          "another folder with --out, or replace it with --overwrite")
+
+
+def clear_run(out: Path) -> None:
+    """Remove an earlier run's outputs and snapshots (``--overwrite``, after every check has passed)."""
+    for name in OUTPUT_NAMES:
+        (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / SNAPSHOT_DIR, ignore_errors=True)
+
+
+def provenance(config: ReconstructionConfig, device: torch.device) -> dict[str, str | int]:
+    """Where a result came from: versions, device, the data file (path, size, SHA-256), command line, start."""
+    from ptyopt import __version__
+
+    path = config.data.path
+    return {"ptyopt_version": __version__, "torch_version": str(torch.__version__), "device": str(device),
+            "data_path": str(path.resolve()), "data_size_bytes": int(path.stat().st_size),
+            "data_sha256": file_sha256(path), "command_line": " ".join(sys.argv),
+            "start_time": datetime.now(UTC).isoformat(timespec="seconds")}
+
+
 def run_reconstruction(config: ReconstructionConfig, *, out_dir: Path | None = None, resume: bool = False,
-                       show_progress: bool = True, callbacks: list[IterationCallback] | None = None) -> RunOutput:
-    """Run (or resume) a reconstruction and write every output; the truth metrics when a truth is known."""
-    check_config(config)  # what the solvers would refuse fails before any data is read or folder made
-    torch.manual_seed(config.seed)
+                       overwrite: bool = False, show_progress: bool = True,
+                       callbacks: list[IterationCallback] | None = None) -> RunOutput:
+    """Run (or resume) a reconstruction and write every output; the truth metrics when a truth is known.
+
+    Nothing is written until every check that can refuse has passed (solvers, output folder, data, device,
+    checkpoint compatibility): a refused run leaves the folder as it was."""
+    check_config(config)
     out = Path(out_dir or config.output.dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_out_dir(out, resume=resume, overwrite=overwrite)
+    torch.manual_seed(config.seed)
     problem = build_problem(config)
     if show_progress:
         Console(stderr=True).print(problem.memory.describe())
     metrics_fn = truth_metrics_fn(problem)
-    engine = Engine(problem, out, callbacks=callbacks, metrics_fn=metrics_fn)
     config_yaml = dump_config(config)
-    (out / "config.yaml").write_text(config_yaml)
+    snapshots = [snapshot_writer(problem, out, config_yaml)] if config.output.snapshot_every else []
+    engine = Engine(problem, out, callbacks=[*snapshots, *(callbacks or [])], metrics_fn=metrics_fn)
     if resume:
         engine.resume()
+    origin = provenance(config, problem.device)
+    if overwrite:
+        clear_run(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(config_yaml)
     engine.run(show_progress=show_progress)
     result = result_from_state(problem, engine.state, engine.loop.history, config_yaml)
+    result.attrs.update(origin, end_time=datetime.now(UTC).isoformat(timespec="seconds"))
     metrics = metrics_fn(engine.state) if metrics_fn is not None else None
     if metrics is not None:
         metrics = {**metrics, "iterations": engine.loop.iteration, "wall_time_s": engine.loop.elapsed_s}
     files = write_outputs(problem, result, out, metrics)
     return RunOutput(out, result, metrics, files)
+
+
+SNAPSHOT_DIR = "snapshots"
+
+
+def snapshot_writer(problem: Problem, out: Path, config_yaml: str) -> IterationCallback:
+    """An engine callback writing OUT/snapshots/iter_NNNN.h5 (the result schema, atomically) and
+    iter_NNNN_phase.tif every output.snapshot_every iterations and at the last one."""
+    every, last = problem.config.output.snapshot_every, problem.config.solver.iterations
+
+    def write(engine: Engine, iteration: int) -> None:
+        if iteration % every and iteration != last:
+            return
+        result = result_from_state(problem, engine.state, engine.loop.history, config_yaml)
+        result.attrs.update(iteration=iteration, wall_time_s=engine.loop.elapsed_s)
+        folder = out / SNAPSHOT_DIR
+        write_result(folder / f"iter_{iteration:04d}.h5", result)
+        phase = result.phase_sum.astype(np.float32)
+        write_atomically(folder / f"iter_{iteration:04d}_phase.tif", lambda tmp: tifffile.imwrite(tmp, phase))
+
+    return write

@@ -28,7 +28,7 @@ def test_demo_cli_writes_results(tmp_path):
     r = float(re.search(r"R-factor ([0-9.]+)", result.output).group(1))
     assert 0 < r < 0.08  # ptyopt's model on the truth predicts the abTEM data
     assert "pearson_r" in result.output
-    bad = runner.invoke(app, ["demo", "--out", str(tmp_path), "--device", "nonsense"])
+    bad = runner.invoke(app, ["demo", "--out", str(tmp_path / "other"), "--device", "nonsense"])
     assert bad.exit_code == 2 and "use 'cpu'" in bad.output
 
 

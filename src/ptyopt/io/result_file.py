@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 
 from ptyopt.errors import DataError
+from ptyopt.io.integrity import verify, write_atomically
 
 RESULT_NAME = "result.h5"
 
@@ -47,11 +48,13 @@ class ReconstructionResult:
 
 
 def write_result(path: str | Path, result: ReconstructionResult) -> Path:
+    """Write atomically, with a SHA-256 sidecar checked by ``read_result``."""
+    return write_atomically(path, lambda tmp: _write_result_file(tmp, result))
+
+
+def _write_result_file(tmp: Path, result: ReconstructionResult) -> None:
     from ptyopt import __version__
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".h5.tmp")
     with h5py.File(tmp, "w") as f:
         f.attrs["ptyopt_result"] = 1
         f.attrs["ptyopt_version"] = __version__
@@ -73,14 +76,20 @@ def write_result(path: str | Path, result: ReconstructionResult) -> Path:
         history = f.create_group("history")
         for key, values in result.history.items():
             history.create_dataset(key, data=np.asarray(values))
-    tmp.replace(path)
-    return path
 
 
 def read_result(path: str | Path) -> ReconstructionResult:
     path = Path(path)
     if not path.exists():
         raise DataError(f"no result file at {path}")
+    verify(path, "result file")
+    try:
+        return _read_result_file(path)
+    except (OSError, KeyError) as err:  # not HDF5, truncated, or missing a dataset of the schema
+        raise DataError(f"cannot read {path} as a ptyopt result ({err}); it is damaged or of another kind") from None
+
+
+def _read_result_file(path: Path) -> ReconstructionResult:
     with h5py.File(path, "r") as f:
         if "ptyopt_result" not in f.attrs:
             raise DataError(f"{path} is not a ptyopt result file (no 'ptyopt_result' attribute)")
