@@ -16,7 +16,7 @@ from ptyopt.data import (
     read_dataset,
     select_scan_region,
 )
-from ptyopt.data.foreign import dataset_from_foreign_file
+from ptyopt.data.foreign import read_foreign_patterns
 from ptyopt.errors import ConfigError, DataError
 from ptyopt.model.forward import ForwardModel
 from ptyopt.model.memory import MemoryPlan, plan_memory
@@ -63,9 +63,11 @@ def load_dataset(config: ReconstructionConfig) -> Dataset4D:
             changes["step_ang"] = exp.step_ang
         dataset = dataset.replace(**changes) if changes else dataset
     else:
-        dataset = dataset_from_foreign_file(
-            data.path, key=data.key, scan_shape=data.scan_shape, permute=data.permute,
-            step_ang=_required_experiment(exp, "step_ang"),
+        # the file is read first: one that is not a readable dataset says so, before any metadata is asked for
+        meas, scan_shape = read_foreign_patterns(data.path, key=data.key, scan_shape=data.scan_shape,
+                                                 permute=data.permute)
+        dataset = Dataset4D.from_raster(
+            meas, scan_shape, _required_experiment(exp, "step_ang"),
             energy_kv=_required_experiment(exp, "energy_kv"),
             conv_angle_mrad=_required_experiment(exp, "conv_angle_mrad"),
             dk_inv_ang=_required_experiment(exp, "dk_inv_ang"),
@@ -131,6 +133,10 @@ def build_problem(config: ReconstructionConfig) -> Problem:
     geometry = make_geometry(positions, ky, dx_ang, dataset.wavelength_ang, config.model.object_margin_px)
     real = torch.float32 if config.model.precision == "float32" else torch.float64
     probe_power = mean_total_intensity(dataset, preprocessor)
+    if not (np.isfinite(probe_power) and probe_power > 0):
+        raise DataError(f"the patterns' mean total intensity (after preprocessing) is {probe_power:.4g}; diffraction "
+                        "intensities must be finite with a positive total (check the file's sign and scaling; small "
+                        "negative detector offsets can be removed with a clip_negative preprocessing step)")
     state = initial_state(
         config.model, geometry, energy_kv=dataset.energy_kv, conv_angle_mrad=dataset.conv_angle_mrad,
         aberrations=dataset.aberrations, probe_power=probe_power, device=device,

@@ -127,11 +127,10 @@ def clear_run(out: Path) -> None:
 
 
 def provenance(config: ReconstructionConfig, device: torch.device) -> dict[str, str | int]:
-    """Where a result came from: versions, device, the data file (path, size, SHA-256), command line, start."""
-    from ptyopt import __version__
-
+    """Where a result came from (beside the ptyopt version every result file records): torch version, device,
+    the data file (path, size, SHA-256), command line, start time."""
     path = config.data.path
-    return {"ptyopt_version": __version__, "torch_version": str(torch.__version__), "device": str(device),
+    return {"torch_version": str(torch.__version__), "device": str(device),
             "data_path": str(path.resolve()), "data_size_bytes": int(path.stat().st_size),
             "data_sha256": file_sha256(path), "command_line": " ".join(sys.argv),
             "start_time": datetime.now(UTC).isoformat(timespec="seconds")}
@@ -158,10 +157,13 @@ def run_reconstruction(config: ReconstructionConfig, *, out_dir: Path | None = N
     if resume:
         engine.resume()
     origin = provenance(config, problem.device)
+    done = engine.loop.iteration
     if overwrite:
         clear_run(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(config_yaml)
+    if snapshots and done and not snapshot_path(out, done).exists():
+        snapshots[0](engine, done)  # a kill between the checkpoint and its snapshot: write the snapshot now
     engine.run(show_progress=show_progress)
     result = result_from_state(problem, engine.state, engine.loop.history, config_yaml)
     result.attrs.update(origin, end_time=datetime.now(UTC).isoformat(timespec="seconds"))
@@ -175,6 +177,10 @@ def run_reconstruction(config: ReconstructionConfig, *, out_dir: Path | None = N
 SNAPSHOT_DIR = "snapshots"
 
 
+def snapshot_path(out: Path, iteration: int) -> Path:
+    return out / SNAPSHOT_DIR / f"iter_{iteration:04d}.h5"
+
+
 def snapshot_writer(problem: Problem, out: Path, config_yaml: str) -> IterationCallback:
     """An engine callback writing OUT/snapshots/iter_NNNN.h5 (the result schema, atomically) and
     iter_NNNN_phase.tif every output.snapshot_every iterations and at the last one."""
@@ -185,9 +191,8 @@ def snapshot_writer(problem: Problem, out: Path, config_yaml: str) -> IterationC
             return
         result = result_from_state(problem, engine.state, engine.loop.history, config_yaml)
         result.attrs.update(iteration=iteration, wall_time_s=engine.loop.elapsed_s)
-        folder = out / SNAPSHOT_DIR
-        write_result(folder / f"iter_{iteration:04d}.h5", result)
+        path = write_result(snapshot_path(out, iteration), result)
         phase = result.phase_sum.astype(np.float32)
-        write_atomically(folder / f"iter_{iteration:04d}_phase.tif", lambda tmp: tifffile.imwrite(tmp, phase))
+        write_atomically(path.with_name(f"{path.stem}_phase.tif"), lambda tmp: tifffile.imwrite(tmp, phase))
 
     return write

@@ -113,8 +113,16 @@ def _plain(value: Any) -> Any:
 
 
 def read_dataset(path: str | Path) -> Dataset4D:
-    """Read a ptyopt dataset file written by ``write_dataset`` (or by hand following DESIGN.md)."""
-    path = Path(path)
+    """Read a ptyopt dataset file written by ``write_dataset`` (or by hand following DESIGN.md); a DataError naming
+    the file when it is damaged (a truncated or corrupted HDF5 file, values of the wrong kind)."""
+    try:
+        return _read_dataset(Path(path))
+    except (OSError, KeyError, ValueError, TypeError, IndexError) as error:  # h5py/numpy on a damaged file
+        raise DataError(f"{path} is not a readable dataset ({type(error).__name__}: {error}); the file is damaged "
+                        "or not a ptyopt dataset file; check that it is complete") from None
+
+
+def _read_dataset(path: Path) -> Dataset4D:
     if not path.is_file():
         raise DataError(f"dataset file not found: {path}")
     if not is_dataset_file(path):

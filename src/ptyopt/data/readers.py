@@ -296,7 +296,8 @@ def read_array(path: str | Path, *, key: str | None = None, scan_shape: tuple[in
     except (OSError, ValueError, NotImplementedError, zipfile.BadZipFile) as error:
         # parse errors of numpy / h5py / scipy / tifffile on damaged or mislabelled files
         raise DataError(
-            f"cannot read {path} as a {suffix} file ({error}); check that it is complete and of that format"
+            f"cannot read {path} as a {suffix} file ({error}): it is not a readable dataset; check that it is "
+            "complete and of that format"
         ) from error
     array = _check_array(array, str(path) if key is None else f"'{key}' in {path}")
     if scan_shape is not None:

@@ -211,8 +211,11 @@ LOSSES.alias("simlar", "similarity", "a name that says what it measures")
 
 def parse_losses(raw: Mapping[str, Any] | None) -> dict[str, LossParams]:
     """Validate the ``loss`` section {name: params}; unknown names or keys raise ConfigError with a suggestion."""
+    if raw is not None and not isinstance(raw, Mapping):
+        raise ConfigError(f"loss must be a mapping of term name -> parameters, got {type(raw).__name__}")
     parsed: dict[str, LossParams] = {}
     for name, params in (raw or {}).items():
+        name = str(name)
         if name in LOSSES and LOSSES.deprecation(name):
             warnings.warn(LOSSES.deprecation(name), FutureWarning, stacklevel=2)
             name = LOSSES.canonical(name)
