@@ -19,7 +19,7 @@ from ptyopt.engine import Engine, IterationCallback
 from ptyopt.errors import ConfigError
 from ptyopt.io.checkpoint import CHECKPOINT_NAME
 from ptyopt.io.integrity import file_sha256, write_atomically
-from ptyopt.io.result_file import RESULT_NAME, ReconstructionResult, write_result
+from ptyopt.io.result_file import RESULT_NAME, SNAPSHOT_DIR, ReconstructionResult, snapshot_path, write_result
 from ptyopt.problem import Problem, build_problem
 from ptyopt.solvers.checks import check_config
 
@@ -174,11 +174,6 @@ def run_reconstruction(config: ReconstructionConfig, *, out_dir: Path | None = N
     return RunOutput(out, result, metrics, files)
 
 
-SNAPSHOT_DIR = "snapshots"
-
-
-def snapshot_path(out: Path, iteration: int) -> Path:
-    return out / SNAPSHOT_DIR / f"iter_{iteration:04d}.h5"
 
 
 def snapshot_writer(problem: Problem, out: Path, config_yaml: str) -> IterationCallback:

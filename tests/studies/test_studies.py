@@ -132,3 +132,21 @@ def test_shipped_study_specs_expand():
         assert len(spec.seeds) >= 3 and "poster" in spec.profiles
     assert counts == {"batch_geometry": 27, "late_refinement": 18, "loss_scheduling": 15, "solvers": 12,
                       "second_order": 15}
+
+
+def test_the_report_scores_snapshots_of_runs_that_logged_no_metrics(tmp_path):
+    """output.metrics_every 0 and snapshot_every 1: the convergence figure comes from scoring the snapshots after
+    the runs, and the last snapshot's score is the run's own final metric."""
+    spec, base = _spec(tmp_path, axes={"solver.grouping": ["random"]}, seeds=[0],
+                       overrides={"solver.iterations": 2, "solver.batch_size": 96, "model.n_slices": 1,
+                                  "model.slice_thickness_ang": 15.62, "model.probe_modes": 1,
+                                  "output.metrics_every": 0, "output.snapshot_every": 1})
+    runs = expand_runs(spec, base)
+    rows = runner.run_study(spec, runs, tmp_path / "study")
+    from ptyopt.studies.snapshots import snapshot_scores
+
+    iterations, times, values, work = snapshot_scores(runner.run_dir(tmp_path / "study", runs[0]), "pearson_r")
+    assert list(iterations) == [1, 2] and times[1] > times[0] > 0 and work[1] > work[0] > 0
+    assert values[-1] == pytest.approx(rows[0]["pearson_r"], abs=1e-12)
+    text = write_report(spec, runs, rows, tmp_path / "study").read_text()
+    assert "convergence_pearson_r.png" in text and (tmp_path / "study" / "convergence_pearson_r.png").exists()

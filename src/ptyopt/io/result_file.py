@@ -13,6 +13,11 @@ from ptyopt.errors import DataError
 from ptyopt.io.integrity import verify, write_atomically
 
 RESULT_NAME = "result.h5"
+SNAPSHOT_DIR = "snapshots"  # OUT/snapshots/iter_NNNN.h5: results of the iterations output.snapshot_every names
+
+
+def snapshot_path(out_dir: Path, iteration: int) -> Path:
+    return Path(out_dir) / SNAPSHOT_DIR / f"iter_{iteration:04d}.h5"
 
 
 @dataclass

@@ -56,8 +56,11 @@ def compare_to_best(rows: list[dict[str, Any]], settings: list[str], metric: str
 
 
 def _histories(out_dir: Path, runs: list[RunSpec], metric: str) -> dict[str, list[tuple[np.ndarray, ...]]]:
+    """Per setting, each run's (iterations, wall times, metric values, forward evaluations): logged during the run
+    (output.metrics_every), or else scored from its snapshots (output.snapshot_every)."""
     from ptyopt.io.result_file import read_result
     from ptyopt.studies.runner import run_dir
+    from ptyopt.studies.snapshots import snapshot_scores
 
     curves: dict[str, list[tuple[np.ndarray, ...]]] = {}
     for run in runs:
@@ -71,6 +74,8 @@ def _histories(out_dir: Path, runs: list[RunSpec], metric: str) -> dict[str, lis
                     else np.full(len(at), np.nan))
             curves.setdefault(run.setting, []).append(
                 (history["metric_iteration"], history["metric_wall_time_s"], history[f"metric_{metric}"], work))
+        elif (scored := snapshot_scores(path.parent, metric)) is not None:  # scored now, from the run's snapshots
+            curves.setdefault(run.setting, []).append(scored)
     return curves
 
 
