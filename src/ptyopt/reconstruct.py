@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,7 +15,7 @@ from rich.console import Console
 
 from ptyopt.config import ReconstructionConfig, dump_config
 from ptyopt.engine import Engine, IterationCallback
-from ptyopt.errors import ConfigError
+from ptyopt.errors import ConfigError, DataError
 from ptyopt.io.checkpoint import CHECKPOINT_NAME
 from ptyopt.io.integrity import file_sha256, write_atomically
 from ptyopt.io.result_file import RESULT_NAME, SNAPSHOT_DIR, ReconstructionResult, snapshot_path, write_result
@@ -111,9 +110,15 @@ def check_out_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
     unless the run continues it (resume) or replaces it (overwrite)."""
     if resume and overwrite:
         raise ConfigError("--resume continues the run in the output folder and --overwrite replaces it; give one")
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"the output folder {out} is a file; give a folder with --out")
+    for folder in (out, *out.parents):
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(f"the output folder {out} cannot be made: {folder} is a file; give a folder with --out")
+    if resume and not (out / CHECKPOINT_NAME).exists():
+        raise DataError(f"no checkpoint at {out / CHECKPOINT_NAME}; run without --resume to start a new "
+                        "reconstruction")
     held = [name for name in RUN_FILES if (out / name).exists()]
+    if any((out / SNAPSHOT_DIR).glob("iter_*.h5")):
+        held.append(f"{SNAPSHOT_DIR}/")
     if held and not resume and not overwrite:
         raise ConfigError(f"{out} already holds a run ({', '.join(held)}); continue it with --resume, write to "
                           "another folder with --out, or replace it with --overwrite")
@@ -122,18 +127,20 @@ def check_out_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
 def clear_run(out: Path) -> None:
     """Remove an earlier run's outputs and snapshots (``--overwrite``, after every check has passed)."""
     for name in OUTPUT_NAMES:
-        (out / name).unlink(missing_ok=True)
-    shutil.rmtree(out / SNAPSHOT_DIR, ignore_errors=True)
+        for path in (out / name, out / f"{name}.tmp", out / f"{name}.sha256.tmp"):
+            path.unlink(missing_ok=True)
+    for path in (out / SNAPSHOT_DIR).glob("iter_*"):  # only snapshots: a user's own files there stay
+        path.unlink()
 
 
-def provenance(config: ReconstructionConfig, device: torch.device) -> dict[str, str | int]:
+def provenance(config: ReconstructionConfig, device: torch.device, started: str) -> dict[str, str | int]:
     """Where a result came from (beside the ptyopt version every result file records): torch version, device,
     the data file (path, size, SHA-256), command line, start time."""
     path = config.data.path
     return {"torch_version": str(torch.__version__), "device": str(device),
             "data_path": str(path.resolve()), "data_size_bytes": int(path.stat().st_size),
             "data_sha256": file_sha256(path), "command_line": " ".join(sys.argv),
-            "start_time": datetime.now(UTC).isoformat(timespec="seconds")}
+            "start_time": started}
 
 
 def run_reconstruction(config: ReconstructionConfig, *, out_dir: Path | None = None, resume: bool = False,
@@ -143,6 +150,7 @@ def run_reconstruction(config: ReconstructionConfig, *, out_dir: Path | None = N
 
     Nothing is written until every check that can refuse has passed (solvers, output folder, data, device,
     checkpoint compatibility): a refused run leaves the folder as it was."""
+    started = datetime.now(UTC).isoformat(timespec="seconds")
     check_config(config)
     out = Path(out_dir or config.output.dir)
     check_out_dir(out, resume=resume, overwrite=overwrite)
@@ -156,7 +164,7 @@ def run_reconstruction(config: ReconstructionConfig, *, out_dir: Path | None = N
     engine = Engine(problem, out, callbacks=[*snapshots, *(callbacks or [])], metrics_fn=metrics_fn)
     if resume:
         engine.resume()
-    origin = provenance(config, problem.device)
+    origin = provenance(config, problem.device, started)
     done = engine.loop.iteration
     if overwrite:
         clear_run(out)
@@ -186,8 +194,10 @@ def snapshot_writer(problem: Problem, out: Path, config_yaml: str) -> IterationC
             return
         result = result_from_state(problem, engine.state, engine.loop.history, config_yaml)
         result.attrs.update(iteration=iteration, wall_time_s=engine.loop.elapsed_s)
-        path = write_result(snapshot_path(out, iteration), result)
+        path = snapshot_path(out, iteration)
         phase = result.phase_sum.astype(np.float32)
+        # the TIFF first: the .h5, written last, marks a complete snapshot (resume rewrites an incomplete one)
         write_atomically(path.with_name(f"{path.stem}_phase.tif"), lambda tmp: tifffile.imwrite(tmp, phase))
+        write_result(path, result)
 
     return write

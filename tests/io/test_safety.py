@@ -54,8 +54,8 @@ def refused(args, match):
 def test_a_new_run_into_a_finished_folder_is_refused_and_changes_nothing(finished):
     config_file, run = finished
     before = folder_digest(run)
-    refused(["reconstruct", str(config_file), "--out", str(run)], "already holds a run")
-    refused(["reconstruct", str(config_file), "--out", str(run)], "--resume")
+    message = refused(["reconstruct", str(config_file), "--out", str(run)], "already holds a run").output
+    assert "--resume" in message and "--overwrite" in message
     assert folder_digest(run) == before
     # --overwrite replaces it: a new result, and only this run's files
     result = CliRunner().invoke(app, ["reconstruct", str(config_file), "--out", str(run), "--overwrite",
@@ -78,7 +78,10 @@ def test_out_at_an_existing_file_is_a_clear_error(finished, tmp_path):
     target = tmp_path / "a-file"
     target.write_text("keep me")
     refused(["reconstruct", str(config_file), "--out", str(target)], "is a file")
+    refused(["reconstruct", str(config_file), "--out", str(target / "run")], "is a file")
     assert target.read_text() == "keep me"
+    refused(["reconstruct", str(config_file), "--out", str(tmp_path / "new"), "--resume"], "no checkpoint")
+    assert not (tmp_path / "new").exists()
 
 
 def test_random_bytes_named_h5_are_not_a_readable_dataset(tmp_path):
@@ -127,11 +130,14 @@ def test_an_interrupted_hash_rename_is_accepted(tmp_path):
     path = write_atomically(tmp_path / "a.bin", lambda tmp: tmp.write_bytes(b"old"))
     (tmp_path / "a.bin").write_bytes(b"new")
     (tmp_path / "a.bin.sha256.tmp").write_text(hashlib.sha256(b"new").hexdigest())
+    from ptyopt.errors import DataError
     from ptyopt.io.integrity import verify
 
-    verify(path, "file")
-    (tmp_path / "a.bin.sha256.tmp").unlink()
-    with pytest.raises(Exception, match="does not match its recorded SHA-256"):
+    verify(path, "file")  # accepted, and the interrupted rename finished
+    assert not (tmp_path / "a.bin.sha256.tmp").exists()
+    assert (tmp_path / "a.bin.sha256").read_text().strip() == hashlib.sha256(b"new").hexdigest()
+    (tmp_path / "a.bin").write_bytes(b"bad")
+    with pytest.raises(DataError, match="does not match its recorded SHA-256"):
         verify(path, "file")
 
 
@@ -168,11 +174,11 @@ def kill_during_write(config, out_dir: Path, call: int, fraction: float) -> None
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("call", "what"), [(4, "checkpoint"), (5, "snapshot")])
+@pytest.mark.parametrize(("call", "what"), [(4, "checkpoint"), (5, "snapshot TIFF"), (6, "snapshot")])
 def test_kill_9_during_a_write_keeps_the_previous_file_and_resume_continues_exactly(tiny_config, tmp_path, call,
                                                                                     what):
-    """Writes per iteration (checkpoint_every 1, snapshot_every 1): checkpoint, snapshot .h5, snapshot .tif, so
-    call 4 is iteration 2's checkpoint and call 5 its snapshot. The kill falls at a random point of the write."""
+    """Writes per iteration (checkpoint_every 1, snapshot_every 1): checkpoint, snapshot TIFF, snapshot .h5, so
+    calls 4, 5, 6 are iteration 2's. The kill falls at a seeded random point of the temporary file's writing."""
     config = tiny_config(solver={"iterations": 4}, output={"checkpoint_every": 1, "snapshot_every": 1})
     reference = run_reconstruction(config, out_dir=tmp_path / "straight", show_progress=False)
     fraction = float(np.random.default_rng(call).uniform(0.05, 0.95))
@@ -182,6 +188,7 @@ def test_kill_9_during_a_write_keeps_the_previous_file_and_resume_continues_exac
     assert iteration == (1 if what == "checkpoint" else 2)  # the previous checkpoint, or the one just written
     assert read_result(killed / "snapshots" / "iter_0001.h5").attrs["iteration"] == 1  # intact
     resumed = run_reconstruction(config, out_dir=killed, resume=True, show_progress=False)
+    assert (killed / "snapshots" / "iter_0002_phase.tif").exists()  # an incomplete snapshot is rewritten
     np.testing.assert_array_equal(resumed.result.object_phase, reference.result.object_phase)
     np.testing.assert_array_equal(resumed.result.probe, reference.result.probe)
     for k in (2, 3, 4):

@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 
 from ptyopt.data.dataset import Dataset4D, GroundTruth
-from ptyopt.errors import DataError
+from ptyopt.errors import DataError, PtyoptError
 
 FORMAT_VERSION = 1
 _ROOT_MARKER = "ptyopt_dataset"
@@ -117,6 +117,8 @@ def read_dataset(path: str | Path) -> Dataset4D:
     the file when it is damaged (a truncated or corrupted HDF5 file, values of the wrong kind)."""
     try:
         return _read_dataset(Path(path))
+    except PtyoptError:  # our own messages (missing file, attribute, version) say it better
+        raise
     except (OSError, KeyError, ValueError, TypeError, IndexError) as error:  # h5py/numpy on a damaged file
         raise DataError(f"{path} is not a readable dataset ({type(error).__name__}: {error}); the file is damaged "
                         "or not a ptyopt dataset file; check that it is complete") from None

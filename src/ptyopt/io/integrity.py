@@ -36,7 +36,11 @@ def write_atomically(path: str | Path, write: Callable[[Path], None]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
+    try:
+        write(tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     _fsync(tmp)
     pending = path.with_name(path.name + ".sha256.tmp")
     pending.write_text(file_sha256(tmp) + "\n")
@@ -50,13 +54,14 @@ def verify(path: str | Path, what: str) -> None:
     """DataError when ``path`` does not match its recorded SHA-256 (files written without one pass)."""
     path = Path(path)
     sidecar = _sidecar(path)
-    if not sidecar.exists():
+    pending = path.with_name(path.name + ".sha256.tmp")
+    if not sidecar.exists() and not pending.exists():
         return
     digest = file_sha256(path)
-    if digest == sidecar.read_text().strip():
+    if sidecar.exists() and digest == sidecar.read_text().strip():
         return
-    pending = path.with_name(path.name + ".sha256.tmp")
     if pending.exists() and pending.read_text().strip() == digest:
-        return  # the writer stopped between renaming the file and its hash
+        os.replace(pending, sidecar)  # the writer stopped between renaming the file and its hash: finish it
+        return
     raise DataError(f"the {what} {path} does not match its recorded SHA-256 ({sidecar.name}): it is truncated or "
                     "corrupted; it was not loaded")

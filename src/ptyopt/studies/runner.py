@@ -43,7 +43,8 @@ def execute_run(run: RunSpec, out_dir: str, threads: int) -> dict[str, Any]:
     config = parse_config(run.config)
     resume = (folder / CHECKPOINT_NAME).exists()
     start = time.perf_counter()
-    output = run_reconstruction(config, out_dir=folder, resume=resume, show_progress=False)
+    # the runner owns its run folders: one without a checkpoint (killed before the first, or cleaned) starts over
+    output = run_reconstruction(config, out_dir=folder, resume=resume, overwrite=not resume, show_progress=False)
     history = output.result.history
     row = {
         "key": run.key,

@@ -43,4 +43,5 @@ def snapshot_scores(run_folder: Path, metric: str) -> tuple[np.ndarray, ...] | N
         work = history["forward_evaluations"][-1] if "forward_evaluations" in history else np.nan
         rows.append((float(result.attrs["iteration"]), float(result.attrs["wall_time_s"]), float(values[metric]),
                      float(work)))
+    rows.sort()  # by iteration (file names sort as text)
     return tuple(np.array(column) for column in zip(*rows, strict=True))
