@@ -64,9 +64,10 @@ def perturbed_positions(tiny_dataset_path, tmp_path):
     return path, offsets_px, ds
 
 
-def kill_9_at(config, iteration: int, out_dir: Path) -> None:
-    """Run ``config`` in a fresh Python process into out_dir and SIGKILL it after ``iteration`` completes
-    (as a crash or an out-of-memory kill would), with this process's thread count (float sums depend on it)."""
+def run_until_killed(config, out_dir: Path, prelude: str, callbacks: str = "[]") -> None:
+    """Run ``config`` in a fresh Python process into out_dir, after the Python code ``prelude`` (which arranges
+    a SIGKILL, as a crash or an out-of-memory kill would), with ``callbacks`` (a Python expression) for the
+    engine and this process's thread count (float sums depend on it); asserts that the process was killed."""
     import os
     import signal
     import subprocess
@@ -77,19 +78,24 @@ def kill_9_at(config, iteration: int, out_dir: Path) -> None:
 
     config_file = out_dir.parent / f"{out_dir.name}-config.yaml"
     config_file.write_text(dump_config(config))
-    script = textwrap.dedent(f"""
-        import os, signal
+    script = "import os, signal\n" + textwrap.dedent(prelude) + textwrap.dedent(f"""
         from ptyopt.config import load_config
         from ptyopt.reconstruct import run_reconstruction
-        def kill(engine, iteration):
-            if iteration == {iteration}:
-                os.kill(os.getpid(), signal.SIGKILL)
         run_reconstruction(load_config({str(config_file)!r}), out_dir={str(out_dir)!r}, show_progress=False,
-                           callbacks=[kill])
+                           callbacks={callbacks})
     """)
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
+
+
+def kill_9_at(config, iteration: int, out_dir: Path) -> None:
+    """Run ``config`` in a fresh process into out_dir and SIGKILL it after ``iteration`` completes."""
+    run_until_killed(config, out_dir, f"""
+        def kill(engine, iteration):
+            if iteration == {iteration}:
+                os.kill(os.getpid(), signal.SIGKILL)
+    """, callbacks="[kill]")
 
 
 def batch_loss_and_gradients(engine, refined: tuple[str, ...], chunk_patterns: int):

@@ -3,17 +3,11 @@ nothing on disk, snapshots and checkpoints survive a kill -9 at any point of the
 detected by their SHA-256 and never loaded, and the result records where it came from."""
 
 import hashlib
-import os
-import signal
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from ptyopt.cli import app
@@ -22,6 +16,7 @@ from ptyopt.io.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from ptyopt.io.integrity import file_sha256, write_atomically
 from ptyopt.io.result_file import read_result
 from ptyopt.reconstruct import run_reconstruction
+from tests.conftest import run_until_killed
 
 pytestmark = pytest.mark.abtem
 
@@ -144,33 +139,21 @@ def test_an_interrupted_hash_rename_is_accepted(tmp_path):
 def kill_during_write(config, out_dir: Path, call: int, fraction: float) -> None:
     """Run ``config`` in a fresh process and SIGKILL it in the middle of its ``call``-th atomic file write (a
     checkpoint or a snapshot), after ``fraction`` of the temporary file has reached the disk."""
-    config_file = out_dir.parent / f"{out_dir.name}-config.yaml"
-    config_file.write_text(dump_config(config))
-    script = textwrap.dedent(f"""
-        import os, signal
-        import ptyopt.io.integrity as integrity
-        from ptyopt.config import load_config
-        from ptyopt.reconstruct import run_reconstruction
-        real, calls = integrity.write_atomically, [0]
+    run_until_killed(config, out_dir, f"""
+        import ptyopt.io.checkpoint, ptyopt.io.integrity, ptyopt.io.result_file, ptyopt.reconstruct
+        real, calls = ptyopt.io.integrity.write_atomically, [0]
         def dying(path, write):
             calls[0] += 1
             if calls[0] == {call}:
                 tmp = path.with_name(path.name + ".tmp")
                 write(tmp)
-                size = tmp.stat().st_size
                 with open(tmp, "r+b") as handle:
-                    handle.truncate(int(size * {fraction}))
+                    handle.truncate(int(tmp.stat().st_size * {fraction}))
                 os.kill(os.getpid(), signal.SIGKILL)
             return real(path, write)
-        integrity.write_atomically = dying
-        import ptyopt.io.checkpoint, ptyopt.io.result_file, ptyopt.reconstruct
         for module in (ptyopt.io.checkpoint, ptyopt.io.result_file, ptyopt.reconstruct):
             module.write_atomically = dying
-        run_reconstruction(load_config({str(config_file)!r}), out_dir={str(out_dir)!r}, show_progress=False)
     """)
-    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr
 
 
 @pytest.mark.slow
