@@ -102,6 +102,12 @@ class TensorUpdate(StrictModel):
         )
         return in_window and (self.active_when is None or self.active_when.value(iteration) > 0)
 
+    def refined_within(self, start: int, end: int | None) -> bool:
+        """Whether the window [start_iter, end_iter) meets iterations [start, end) (end None: no end); an
+        active_when schedule is not evaluated (it may open the window anywhere inside)."""
+        return self.start_iter is not None and (end is None or self.start_iter < end) and (
+            self.end_iter is None or self.end_iter > start)
+
 
 class OptimizeConfig(StrictModel):
     """Which tensors are optimised, how fast and when (the poster: probe@5, tilt/pos@10)."""
@@ -114,9 +120,11 @@ class OptimizeConfig(StrictModel):
     slice_thickness: TensorUpdate = Field(TensorUpdate(lr=1e-3, start_iter=None), description="slice thickness [Å]")
     occupancy: TensorUpdate = Field(TensorUpdate(lr=1e-3, start_iter=None), description="object-mode occupancy")
 
-    def updates(self) -> dict[str, TensorUpdate]:
-        """Each optimisable tensor's update, by name, in the order of ``model.tensors.TENSORS``."""
-        return {name: getattr(self, name) for name in TENSOR_NAMES}
+    def updates(self, window: tuple[int, int | None] | None = None) -> dict[str, TensorUpdate]:
+        """Each optimisable tensor's update, by name, in the order of ``model.tensors.TENSORS``; with ``window``
+        (iterations [start, end), e.g. a solver stage's), only the tensors refined within it."""
+        updates = {name: getattr(self, name) for name in TENSOR_NAMES}
+        return updates if window is None else {k: u for k, u in updates.items() if u.refined_within(*window)}
 
     @model_validator(mode="after")
     def _something_moves(self) -> OptimizeConfig:
@@ -179,6 +187,11 @@ class SolverConfig(StrictModel):
         """Stage 0 (name, options, lr_scheduler from iteration 1), then the switches."""
         first = SolverStage(start_iter=1, name=self.name, options=self.options, lr_scheduler=self.lr_scheduler)
         return [first, *self.switch]
+
+    def stage_window(self, index: int) -> tuple[int, int | None]:
+        """Iterations [start, end) of stage ``index``; end None for the last (a resumed run may add iterations)."""
+        stages = self.stages
+        return stages[index].start_iter, stages[index + 1].start_iter if index + 1 < len(stages) else None
 
     def stage_at(self, iteration: int) -> int:
         """Index of the stage that runs ``iteration`` (1-based)."""

@@ -134,7 +134,7 @@ class Engine:
 
     def _make_stage_solver(self, index: int):
         stage = self.stages[index]
-        context = SolverContext.of(self.problem, self.state, self.losses)
+        context = SolverContext.of(self.problem, self.state, self.losses, self.config.solver.stage_window(index))
         return make_solver(stage.name, stage.options, context, stage.lr_scheduler, where=stage_path(index))
 
     def _enter_stage(self, index: int, iteration: int | None = None) -> None:

@@ -3,6 +3,7 @@
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from ptyopt.cli import app
@@ -145,3 +146,19 @@ def test_what_a_later_stage_refuses_fails_at_run_start(tiny_config, tmp_path):
     with pytest.raises(ConfigError, match=r"solver.switch\[0\] \(epie\): .*set optimize.tilts.start_iter: null"):
         run_reconstruction(config, out_dir=tmp_path, show_progress=False)
     assert not (tmp_path / CHECKPOINT_NAME).exists()
+
+
+def test_a_later_stage_is_checked_only_for_the_tensors_refined_in_its_iterations(tiny_config, tmp_path):
+    """Adam refines tilts in iterations 1-2 (end_iter 3), ePIE (which cannot refine tilts) runs from 3: accepted,
+    and the tilts stay as Adam left them."""
+    config = tiny_config(optimize={"tilts": {"lr": 1e-3, "start_iter": 1, "end_iter": 3}},
+                         solver={"iterations": 4, "switch": [{"start_iter": 3, "name": "epie"}]})
+    check_config(config)  # accepted: no tilt is refined in ePIE's iterations
+    tilts = {}
+
+    def record(engine, iteration):
+        tilts[iteration] = engine.state["tilts_mrad"].detach().clone()
+
+    run = run_reconstruction(config, out_dir=tmp_path, show_progress=False, callbacks=[record])
+    assert list(run.result.history["solver_stage"]) == [0, 0, 1, 1]
+    assert not torch.equal(tilts[2], tilts[1]) and torch.equal(tilts[4], tilts[2])

@@ -118,9 +118,12 @@ class SolverContext:
     chunk_patterns: int
 
     @classmethod
-    def of(cls, problem: Problem, state: dict[str, Tensor], losses: list[LossTerm]) -> SolverContext:
+    def of(cls, problem: Problem, state: dict[str, Tensor], losses: list[LossTerm],
+           window: tuple[int, int | None] = (1, None)) -> SolverContext:
+        """The context of a solver that runs iterations [start, end) of ``problem`` (its updates: the tensors
+        refined within them)."""
         config = problem.config
-        return cls(problem.model, state, losses, config.optimize.updates(), problem.probe_power, problem.device,
+        return cls(problem.model, state, losses, config.optimize.updates(window), problem.probe_power, problem.device,
                    config.seed, config.solver.batch_size, config.solver.grad_accumulation,
                    problem.memory.chunk_patterns)
 

@@ -21,8 +21,8 @@ def unused_keys(name: str, index: int, config: ReconstructionConfig) -> list[str
     notes = []
     if not cls.capabilities.learning_rates:
         defaults = {tensor: info.default.lr for tensor, info in OptimizeConfig.model_fields.items()}
-        changed = [f"optimize.{tensor}.lr" for tensor, update in config.optimize.updates().items()
-                   if update.start_iter is not None and update.lr != defaults[tensor]]
+        changed = [f"optimize.{tensor}.lr" for tensor, update in
+                   config.optimize.updates(config.solver.stage_window(index)).items() if update.lr != defaults[tensor]]
         if changed:
             verb = "is" if len(changed) == 1 else "are"
             notes.append(f"{stage_path(index)} '{name}' chooses its own step sizes: {', '.join(changed)} {verb} "
@@ -50,8 +50,8 @@ def check_config(config: ReconstructionConfig) -> list[str]:
         params = solver_params(stage.name, stage.options, stage.lr_scheduler, stage_path(index))
         cls = solver_class(stage.name)
         try:
-            check_capabilities(stage.name, cls.capabilities, config.optimize.updates(), config.model.tilt_mode,
-                               config.solver.grad_accumulation)
+            check_capabilities(stage.name, cls.capabilities, config.optimize.updates(config.solver.stage_window(index)),
+                               config.model.tilt_mode, config.solver.grad_accumulation)
             cls.check_config(params, config)
         except ConfigError as err:
             if index == 0:
