@@ -14,6 +14,7 @@ import torch
 from rich.console import Console
 
 from ptyopt.config import ReconstructionConfig, dump_config
+from ptyopt.data.dataset import Dataset4D
 from ptyopt.engine import Engine, IterationCallback
 from ptyopt.errors import ConfigError, DataError
 from ptyopt.io.checkpoint import CHECKPOINT_NAME
@@ -53,20 +54,28 @@ def result_from_state(problem: Problem, state: dict[str, torch.Tensor], history:
     )
 
 
-def truth_metrics_fn(problem: Problem):
-    """Metrics of the slice-summed phase against the truth, or None when the data carry no truth."""
-    truth = problem.dataset.truth
-    if truth is None:
-        return None
+def metrics_against_truth(phase_slices: np.ndarray, occupancy: np.ndarray, origin_ang: tuple[float, float],
+                          dx_ang: float, dataset: Dataset4D, margin_ang: float) -> dict[str, float]:
+    """The run's truth metrics (metrics.json, the metric_* history, snapshot scores): the slice-summed phase
+    (omode, S, Y, X) [rad], weighted by the |occupancy| of its object modes, against dataset.truth over the
+    scanned region minus margin_ang [Å]."""
     from ptyopt.evaluate.phase_metrics import phase_metrics
 
-    margin = problem.config.output.metric_margin_ang
+    occupancy = np.abs(occupancy)
+    return phase_metrics(phase_slices, origin_ang, dx_ang, dataset.truth, dataset.positions_ang, margin_ang,
+                         occupancy=occupancy / occupancy.sum())
+
+
+def truth_metrics_fn(problem: Problem):
+    """Metrics of the slice-summed phase against the truth, or None when the data carry no truth."""
+    if problem.dataset.truth is None:
+        return None
+    geometry, margin = problem.geometry, problem.config.output.metric_margin_ang
 
     def metrics(state: dict[str, torch.Tensor]) -> dict[str, float]:
-        phase = state["object_phase"].detach().cpu().numpy()
-        occupancy = state["occupancy"].detach().abs().cpu().numpy()
-        return phase_metrics(phase, problem.geometry.origin_ang, problem.geometry.dx_ang, truth,
-                             problem.dataset.positions_ang, margin, occupancy=occupancy / occupancy.sum())
+        return metrics_against_truth(state["object_phase"].detach().cpu().numpy(),
+                                     state["occupancy"].detach().cpu().numpy(), geometry.origin_ang,
+                                     geometry.dx_ang, problem.dataset, margin)
 
     return metrics
 

@@ -136,11 +136,12 @@ def test_shipped_study_specs_expand():
 
 def test_the_report_scores_snapshots_of_runs_that_logged_no_metrics(tmp_path):
     """output.metrics_every 0 and snapshot_every 1: the convergence figure comes from scoring the snapshots after
-    the runs, and the last snapshot's score is the run's own final metric."""
+    the runs, and the last snapshot's score is the run's own final metric (on the run's scan region)."""
     spec, base = _spec(tmp_path, axes={"solver.grouping": ["random"]}, seeds=[0],
                        overrides={"solver.iterations": 2, "solver.batch_size": 96, "model.n_slices": 1,
                                   "model.slice_thickness_ang": 15.62, "model.probe_modes": 1,
-                                  "output.metrics_every": 0, "output.snapshot_every": 1})
+                                  "output.metrics_every": 0, "output.snapshot_every": 1,
+                                  "data.scan_region": [[4, 20], [4, 20]]})
     runs = expand_runs(spec, base)
     rows = runner.run_study(spec, runs, tmp_path / "study")
     from ptyopt.studies.snapshots import snapshot_scores
