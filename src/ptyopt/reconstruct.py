@@ -16,8 +16,8 @@ from rich.console import Console
 from ptyopt.config import ReconstructionConfig, dump_config
 from ptyopt.data.dataset import Dataset4D
 from ptyopt.engine import Engine, IterationCallback
-from ptyopt.errors import ConfigError, DataError
-from ptyopt.io.checkpoint import CHECKPOINT_NAME
+from ptyopt.errors import ConfigError
+from ptyopt.io.checkpoint import CHECKPOINT_NAME, require_checkpoint
 from ptyopt.io.integrity import file_sha256, write_atomically
 from ptyopt.io.result_file import RESULT_NAME, SNAPSHOT_DIR, ReconstructionResult, snapshot_path, write_result
 from ptyopt.problem import Problem, build_problem
@@ -84,34 +84,35 @@ def write_outputs(problem: Problem, result: ReconstructionResult, out_dir: Path,
                   metrics: dict[str, float] | None) -> dict[str, Path]:
     from ptyopt.io import result_figures as figs
 
-    files = {"result": write_result(out_dir / RESULT_NAME, result)}
-    files["config"] = out_dir / "config.yaml"
+    files = {label: out_dir / name for label, name in SUMMARY_FILES.items()}
+    files = {"result": write_result(out_dir / RESULT_NAME, result), **files}
     files["config"].write_text(result.config)
-    files["phase_sum_tiff"] = out_dir / "phase_sum.tif"
     tifffile.imwrite(files["phase_sum_tiff"], result.phase_sum.astype(np.float32))
-    files["phase_stack_tiff"] = out_dir / "phase_stack.tif"
     tifffile.imwrite(files["phase_stack_tiff"], result.object_phase[0].astype(np.float32), photometric="minisblack")
     dataset = problem.dataset
     mrad_per_px = dataset.wavelength_ang / (result.probe.shape[-1] * result.dx_ang) * 1e3
-    files["object_png"] = figs.save_object_figure(out_dir / "object_phase.png", result.phase_sum, result.dx_ang,
-                                                  result.nominal_positions_ang, result.origin_ang)
-    files["probe_png"] = figs.save_probe_figure(out_dir / "probe.png", result.probe, result.dx_ang, mrad_per_px)
+    figs.save_object_figure(files["object_png"], result.phase_sum, result.dx_ang, result.nominal_positions_ang,
+                            result.origin_ang)
+    figs.save_probe_figure(files["probe_png"], result.probe, result.dx_ang, mrad_per_px)
     truth_positions = dataset.truth.positions_ang if dataset.truth is not None else None
-    files["positions_png"] = figs.save_positions_figure(out_dir / "positions.png", result.nominal_positions_ang,
-                                                        result.positions_ang, truth_positions)
+    figs.save_positions_figure(files["positions_png"], result.nominal_positions_ang, result.positions_ang,
+                               truth_positions)
     loss_keys = [k for k in result.history if k == "total" or k in problem.config.loss]
-    files["loss_png"] = figs.save_loss_figure(out_dir / "loss.png", {k: list(result.history[k]) for k in loss_keys},
-                                              list(result.history.get("iteration", [])))
+    figs.save_loss_figure(files["loss_png"], {k: list(result.history[k]) for k in loss_keys},
+                          list(result.history.get("iteration", [])))
     if metrics is not None:
-        files["metrics"] = out_dir / "metrics.json"
         files["metrics"].write_text(json.dumps(metrics, indent=2))
+    else:
+        del files["metrics"]
     return files
 
 
 RUN_FILES = (RESULT_NAME, CHECKPOINT_NAME)  # a folder holding one of these holds a run
-OUTPUT_NAMES = (RESULT_NAME, f"{RESULT_NAME}.sha256", CHECKPOINT_NAME, f"{CHECKPOINT_NAME}.sha256", "config.yaml",
-                "metrics.json", "phase_sum.tif", "phase_stack.tif", "object_phase.png", "probe.png", "positions.png",
-                "loss.png")
+# what write_outputs writes beside result.h5 (label -> file name); --overwrite removes these, nothing else
+SUMMARY_FILES = {"config": "config.yaml", "phase_sum_tiff": "phase_sum.tif", "phase_stack_tiff": "phase_stack.tif",
+                 "object_png": "object_phase.png", "probe_png": "probe.png", "positions_png": "positions.png",
+                 "loss_png": "loss.png", "metrics": "metrics.json"}
+OUTPUT_NAMES = (*RUN_FILES, *(f"{name}.sha256" for name in RUN_FILES), *SUMMARY_FILES.values())
 
 
 def check_out_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
@@ -122,9 +123,8 @@ def check_out_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
     for folder in (out, *out.parents):
         if folder.exists() and not folder.is_dir():
             raise ConfigError(f"the output folder {out} cannot be made: {folder} is a file; give a folder with --out")
-    if resume and not (out / CHECKPOINT_NAME).exists():
-        raise DataError(f"no checkpoint at {out / CHECKPOINT_NAME}; run without --resume to start a new "
-                        "reconstruction")
+    if resume:
+        require_checkpoint(out / CHECKPOINT_NAME)
     held = [name for name in RUN_FILES if (out / name).exists()]
     if any((out / SNAPSHOT_DIR).glob("iter_*.h5")):
         held.append(f"{SNAPSHOT_DIR}/")

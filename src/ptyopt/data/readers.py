@@ -83,18 +83,6 @@ class Reader(Protocol):
 READERS: Registry[type[Reader]] = Registry("reader")
 
 
-def _read_npy(path: Path, key: str | None) -> np.ndarray:
-    _no_key(path, key)
-    return np.load(path, allow_pickle=False)
-
-
-def _read_npz(path: Path, key: str | None) -> np.ndarray:
-    with np.load(path, allow_pickle=False) as archive:
-        if key is None:
-            key = _pick_by_shape({name: archive[name].shape for name in archive.files}, str(path))
-        if key not in archive.files:
-            raise DataError(f"{path} has no array '{key}'; available keys: {_listing(archive.files)}")
-        return archive[key]
 
 
 def _hdf5_datasets(handle: h5py.File, skip: tuple[str, ...] = ()) -> dict[str, h5py.Dataset]:
@@ -128,65 +116,6 @@ def _read_hdf5_array(path: Path, key: str | None, *, matlab: bool = False) -> np
     return np.ascontiguousarray(array.T) if matlab else array
 
 
-def _read_hdf5(path: Path, key: str | None) -> np.ndarray:
-    return _read_hdf5_array(path, key)
-
-
-def _read_mat(path: Path, key: str | None) -> np.ndarray:
-    if h5py.is_hdf5(path):
-        return _read_hdf5_array(path, key, matlab=True)
-    import scipy.io
-
-    variables = scipy.io.loadmat(path)
-    arrays = {
-        name: value for name, value in variables.items() if not name.startswith("__") and isinstance(value, np.ndarray)
-    }
-    if key is None:
-        key = _pick_by_shape({name: value.shape for name, value in arrays.items()}, str(path))
-    if key not in arrays:
-        raise DataError(f"{path} has no variable '{key}'; variables in the file: {_listing(list(arrays))}")
-    return arrays[key]
-
-
-def _read_tiff(path: Path, key: str | None) -> np.ndarray:
-    import tifffile
-
-    _no_key(path, key)
-    with tifffile.TiffFile(path) as tif:
-        page = tif.pages[0]
-        # interleaved samples put a colour axis last; separate planes (tifffile's default for a stack of
-        # 3 or 4 frames) put it first, where it is the frame axis and reads correctly
-        if page.samplesperpixel > 1 and page.planarconfig == tifffile.PLANARCONFIG.CONTIG:
-            raise DataError(f"{path} is a colour (RGB) TIFF; diffraction patterns must be single-channel greyscale")
-        return tif.asarray()
-
-
-def _read_empad(path: Path, key: str | None, scan_shape: tuple[int, int] | None) -> np.ndarray:
-    _no_key(path, key)
-    size_bytes = path.stat().st_size
-    if scan_shape is not None:
-        expected_bytes = scan_shape[0] * scan_shape[1] * EMPAD_FRAME_BYTES
-        if size_bytes != expected_bytes:
-            raise DataError(
-                f"{path} has {size_bytes} bytes, but an EMPAD scan of {scan_shape} needs {expected_bytes} bytes "
-                f"({EMPAD_FRAME_BYTES} per frame of {EMPAD_COLUMNS}x{EMPAD_ROWS} float32); the file is "
-                f"{'truncated' if size_bytes < expected_bytes else 'larger'} or scan_shape is wrong"
-            )
-    elif size_bytes == 0 or size_bytes % EMPAD_FRAME_BYTES:
-        raise DataError(
-            f"{path} has {size_bytes} bytes, not a whole number of EMPAD frames of {EMPAD_FRAME_BYTES} bytes "
-            f"({EMPAD_COLUMNS}x{EMPAD_ROWS} float32); the file is truncated or not an EMPAD .raw file"
-        )
-    else:
-        n_frames = size_bytes // EMPAD_FRAME_BYTES
-        side = math.isqrt(n_frames)
-        if side * side != n_frames:
-            raise DataError(f"{path} holds {n_frames} EMPAD frames, not a square scan; give scan_shape=(Ny, Nx)")
-        scan_shape = (side, side)
-    frames = np.memmap(path, dtype="<f4", mode="r", shape=(*scan_shape, EMPAD_ROWS, EMPAD_COLUMNS))
-    return frames[:, :, :EMPAD_COLUMNS, :]
-
-
 @READERS.register
 class NpyReader:
     """NumPy .npy: one array."""
@@ -195,7 +124,8 @@ class NpyReader:
 
     @staticmethod
     def read(path: Path, key: str | None, scan_shape: tuple[int, int] | None) -> np.ndarray:
-        return _read_npy(path, key)
+        _no_key(path, key)
+        return np.load(path, allow_pickle=False)
 
 
 @READERS.register
@@ -206,7 +136,12 @@ class NpzReader:
 
     @staticmethod
     def read(path: Path, key: str | None, scan_shape: tuple[int, int] | None) -> np.ndarray:
-        return _read_npz(path, key)
+        with np.load(path, allow_pickle=False) as archive:
+            if key is None:
+                key = _pick_by_shape({name: archive[name].shape for name in archive.files}, str(path))
+            if key not in archive.files:
+                raise DataError(f"{path} has no array '{key}'; available keys: {_listing(archive.files)}")
+            return archive[key]
 
 
 @READERS.register
@@ -217,7 +152,7 @@ class Hdf5Reader:
 
     @staticmethod
     def read(path: Path, key: str | None, scan_shape: tuple[int, int] | None) -> np.ndarray:
-        return _read_hdf5(path, key)
+        return _read_hdf5_array(path, key)
 
 
 @READERS.register
@@ -228,7 +163,18 @@ class MatlabReader:
 
     @staticmethod
     def read(path: Path, key: str | None, scan_shape: tuple[int, int] | None) -> np.ndarray:
-        return _read_mat(path, key)
+        if h5py.is_hdf5(path):
+            return _read_hdf5_array(path, key, matlab=True)
+        import scipy.io
+
+        variables = scipy.io.loadmat(path)
+        arrays = {name: value for name, value in variables.items()
+                  if not name.startswith("__") and isinstance(value, np.ndarray)}
+        if key is None:
+            key = _pick_by_shape({name: value.shape for name, value in arrays.items()}, str(path))
+        if key not in arrays:
+            raise DataError(f"{path} has no variable '{key}'; variables in the file: {_listing(list(arrays))}")
+        return arrays[key]
 
 
 @READERS.register
@@ -239,7 +185,17 @@ class TiffReader:
 
     @staticmethod
     def read(path: Path, key: str | None, scan_shape: tuple[int, int] | None) -> np.ndarray:
-        return _read_tiff(path, key)
+        import tifffile
+
+        _no_key(path, key)
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            # interleaved samples put a colour axis last; separate planes (tifffile's default for a stack of
+            # 3 or 4 frames) put it first, where it is the frame axis and reads correctly
+            if page.samplesperpixel > 1 and page.planarconfig == tifffile.PLANARCONFIG.CONTIG:
+                raise DataError(f"{path} is a colour (RGB) TIFF; diffraction patterns must be single-channel "
+                                "greyscale")
+            return tif.asarray()
 
 
 @READERS.register
@@ -250,7 +206,31 @@ class EmpadReader:
 
     @staticmethod
     def read(path: Path, key: str | None, scan_shape: tuple[int, int] | None) -> np.ndarray:
-        return _read_empad(path, key, scan_shape)
+        _no_key(path, key)
+        size_bytes = path.stat().st_size
+        if scan_shape is not None:
+            expected_bytes = scan_shape[0] * scan_shape[1] * EMPAD_FRAME_BYTES
+            if size_bytes != expected_bytes:
+                raise DataError(
+                    f"{path} has {size_bytes} bytes, but an EMPAD scan of {scan_shape} needs {expected_bytes} "
+                    "bytes "
+                    f"({EMPAD_FRAME_BYTES} per frame of {EMPAD_COLUMNS}x{EMPAD_ROWS} float32); the file is "
+                    f"{'truncated' if size_bytes < expected_bytes else 'larger'} or scan_shape is wrong"
+                )
+        elif size_bytes == 0 or size_bytes % EMPAD_FRAME_BYTES:
+            raise DataError(
+                f"{path} has {size_bytes} bytes, not a whole number of EMPAD frames of {EMPAD_FRAME_BYTES} bytes "
+                f"({EMPAD_COLUMNS}x{EMPAD_ROWS} float32); the file is truncated or not an EMPAD .raw file"
+            )
+        else:
+            n_frames = size_bytes // EMPAD_FRAME_BYTES
+            side = math.isqrt(n_frames)
+            if side * side != n_frames:
+                raise DataError(f"{path} holds {n_frames} EMPAD frames, not a square scan; give "
+                                "scan_shape=(Ny, Nx)")
+            scan_shape = (side, side)
+        frames = np.memmap(path, dtype="<f4", mode="r", shape=(*scan_shape, EMPAD_ROWS, EMPAD_COLUMNS))
+        return frames[:, :, :EMPAD_COLUMNS, :]
 
 
 READER_OF_SUFFIX: dict[str, type[Reader]] = {suffix: READERS.get(name) for name in READERS

@@ -18,10 +18,16 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     return write_atomically(path, lambda tmp: torch.save(payload, tmp))
 
 
-def load_checkpoint(path: str | Path, device: torch.device | str) -> dict[str, Any]:
+def require_checkpoint(path: str | Path) -> Path:
+    """``path``, or a DataError saying there is no checkpoint to resume from."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"no checkpoint at {path}; run without --resume to start a new reconstruction")
+    return path
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str) -> dict[str, Any]:
+    path = require_checkpoint(path)
     verify(path, "checkpoint")
     try:
         return torch.load(path, map_location=device, weights_only=False)

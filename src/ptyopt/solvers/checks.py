@@ -5,7 +5,7 @@ on keys a chosen solver does not use, so that nothing is silently accepted as if
 
 from __future__ import annotations
 
-from ptyopt.config import OptimizeConfig, ReconstructionConfig
+from ptyopt.config import OptimizeConfig, ReconstructionConfig, TensorUpdate
 from ptyopt.errors import ConfigError
 from ptyopt.solvers.base import check_capabilities, solver_class, solver_params
 
@@ -15,14 +15,18 @@ def stage_path(index: int) -> str:
     return "solver" if index == 0 else f"solver.switch[{index - 1}]"
 
 
+def _lr_set(tensor: str, update: TensorUpdate) -> bool:
+    """Whether the config gives ``tensor`` a learning rate other than its default."""
+    return update.lr != OptimizeConfig.model_fields[tensor].default.lr
+
+
 def unused_keys(name: str, index: int, config: ReconstructionConfig) -> list[str]:
     """Notes on the keys solver ``name`` (stage ``index``) does not use although the config sets them."""
     cls = solver_class(name)
     notes = []
     if not cls.capabilities.learning_rates:
-        defaults = {tensor: info.default.lr for tensor, info in OptimizeConfig.model_fields.items()}
         changed = [f"optimize.{tensor}.lr" for tensor, update in
-                   config.optimize.updates(config.solver.stage_window(index)).items() if update.lr != defaults[tensor]]
+                   config.optimize.updates(config.solver.stage_window(index)).items() if _lr_set(tensor, update)]
         if changed:
             verb = "is" if len(changed) == 1 else "are"
             notes.append(f"{stage_path(index)} '{name}' chooses its own step sizes: {', '.join(changed)} {verb} "
@@ -37,10 +41,9 @@ def unused_keys(name: str, index: int, config: ReconstructionConfig) -> list[str
 
 def switched_off(config: ReconstructionConfig) -> list[str]:
     """Notes on tensors whose learning rate is set although their update window is closed (start_iter null)."""
-    defaults = {tensor: info.default for tensor, info in OptimizeConfig.model_fields.items()}
     return [f"optimize.{tensor}.lr is set but optimize.{tensor}.start_iter is null: {tensor} is not refined "
             f"(give start_iter to refine it)" for tensor, update in config.optimize.updates().items()
-            if update.start_iter is None and update.lr != defaults[tensor].lr]
+            if update.start_iter is None and _lr_set(tensor, update)]
 
 
 def check_config(config: ReconstructionConfig) -> list[str]:
