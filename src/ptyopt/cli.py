@@ -189,6 +189,10 @@ def simulate(
     tilt_mrad: Annotated[str | None, typer.Option(help="specimen tilt theta_y,theta_x [mrad]")] = None,
     phonons: Annotated[int | None, typer.Option(help="frozen-phonon configurations (0 = static)")] = None,
     jitter_ang: Annotated[float | None, typer.Option(help="RMS scan-position jitter [Å]")] = None,
+    drift_ang: Annotated[str | None, typer.Option(
+        help="linear drift DY,DX over the whole scan [Å] (its direction is the vector's)")] = None,
+    scan_affine: Annotated[str | None, typer.Option(
+        help="scan-coil error ROTATION_MRAD,SCALE,SHEAR about the scan centre (e.g. 10,0.02,0.01)")] = None,
     focal_spread_ang: Annotated[float | None, typer.Option(help="defocus standard deviation [Å]")] = None,
     source_size_ang: Annotated[float | None, typer.Option(help="Gaussian source standard deviation [Å]")] = None,
     no_cache: Annotated[bool, typer.Option(help="recompute even when a cached result exists")] = False,
@@ -200,13 +204,16 @@ def simulate(
 
     scan_shape = _parse_numbers(scan, "--scan")
     tilt = _parse_numbers(tilt_mrad, "--tilt-mrad", float)
-    for name, value in (("--scan", scan_shape), ("--tilt-mrad", tilt)):
-        if value is not None and len(value) != 2:
-            raise ConfigError(f"{name} needs two comma-separated numbers, got {value}")
+    drift = _parse_numbers(drift_ang, "--drift-ang", float)
+    affine = _parse_numbers(scan_affine, "--scan-affine", float)
+    for name, value, count in (("--scan", scan_shape, 2), ("--tilt-mrad", tilt, 2), ("--drift-ang", drift, 2),
+                               ("--scan-affine", affine, 3)):
+        if value is not None and len(value) != count:
+            raise ConfigError(f"{name} needs {count} comma-separated numbers, got {value}")
     spec = with_overrides(
         get_preset(preset), seed=seed, scan_shape=scan_shape, step_ang=step_ang, thickness_uc=thickness_uc,
         recon_slices=recon_slices, defocus_ang=defocus_ang, tilt_mrad=tilt, frozen_phonons=phonons,
-        position_jitter_ang=jitter_ang, focal_spread_ang=focal_spread_ang, source_size_ang=source_size_ang,
+        position_jitter_ang=jitter_ang, drift_ang=drift, scan_affine=affine, focal_spread_ang=focal_spread_ang, source_size_ang=source_size_ang,
         dose_e_per_ang2=dose,
     )
     if noise_free:

@@ -80,6 +80,9 @@ class ModelConfig(StrictModel):
     propagate_last: bool = Field(
         False, description="propagate after the last slice too (changes nothing without band limit)"
     )
+    scan_drift_order: int = Field(
+        1, ge=0, le=4, description="degree K of the global drift polynomial sum_k d_k tau^k in acquisition time "
+        "tau in [-1/2, 1/2] (0: a translation only; 1: linear drift)")
     tilt_mode: Literal["global", "each"] = Field("global", description="one tilt, or one per position")
     initial_tilt_mrad: tuple[float, float] = Field((0.0, 0.0), description="initial tilt (theta_y, theta_x) [mrad]")
     detector_blur_px: float = Field(0.0, ge=0, description="Gaussian detector blur (std) applied to the model [px]")
@@ -119,6 +122,10 @@ class OptimizeConfig(StrictModel):
     tilts: TensorUpdate = Field(TensorUpdate(lr=1e-3, start_iter=None), description="tilts [mrad]")
     slice_thickness: TensorUpdate = Field(TensorUpdate(lr=1e-3, start_iter=None), description="slice thickness [Å]")
     occupancy: TensorUpdate = Field(TensorUpdate(lr=1e-3, start_iter=None), description="object-mode occupancy")
+    scan_affine: TensorUpdate = Field(TensorUpdate(lr=1e-4, start_iter=None),
+                                      description="global scan deformation M = A - I (rotation, scale, shear)")
+    scan_drift: TensorUpdate = Field(TensorUpdate(lr=1e-2, start_iter=None),
+                                     description="global drift polynomial in acquisition time [px]")
 
     def updates(self, window: tuple[int, int | None] | None = None) -> dict[str, TensorUpdate]:
         """Each optimisable tensor's update, by name, in the order of ``model.tensors.TENSORS``; with ``window``

@@ -110,7 +110,7 @@ class Engine:
         self.context_base = dict(
             dx_ang=problem.geometry.dx_ang, wavelength_ang=problem.geometry.wavelength_ang,
             conv_angle_mrad=dataset.conv_angle_mrad, probe_power=problem.probe_power,
-            scan_shape=dataset.scan_shape, scan_mask=scan_mask(problem),
+            scan_shape=dataset.scan_shape, scan_mask=scan_mask(problem), scan_model=problem.model.scan,
         )
 
     # ---- set-up -------------------------------------------------------------------------------------------
@@ -169,7 +169,8 @@ class Engine:
         else:
             means = self._mini_batches(iteration)
             self.solver.end_iteration()
-        ctx = ConstraintContext(iteration=iteration, **self.context_base)
+        refined = frozenset(name for name, on in plan.active.items() if on)
+        ctx = ConstraintContext(iteration=iteration, refined=refined, **self.context_base)
         with torch.no_grad():
             apply_constraints(self.constraints, self.state, ctx)
         means["total"] = sum(weights[name] * means[name] for name in weights)

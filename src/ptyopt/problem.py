@@ -86,11 +86,7 @@ def interleaved_half(dataset: Dataset4D, part: int) -> Dataset4D:
         raise ConfigError("data.half needs a raster scan with a known scan_shape")
     iy, ix = np.divmod(np.arange(dataset.n_patterns), dataset.scan_shape[1])
     keep = np.flatnonzero((iy + ix) % 2 == part)
-    truth = dataset.truth
-    if truth is not None and truth.positions_ang is not None:
-        truth = type(truth)(**{**truth.__dict__, "positions_ang": truth.positions_ang[keep]})
-    return dataset.replace(meas=dataset.meas[keep], positions_ang=dataset.positions_ang[keep], scan_shape=None,
-                           truth=truth)
+    return dataset.subset(keep, None)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -122,6 +118,7 @@ def build_problem(config: ReconstructionConfig) -> Problem:
     if ky != kx:
         raise DataError(f"the preprocessed detector is {ky}×{kx}; reconstruction needs a square detector")
     dx_ang = preprocessor.geometry.pixel_size_ang[0]
+    opt = config.optimize
     truth = dataset.truth
     wants_truth = [name for name in ("probe_init", "object_init", "positions_init")
                    if getattr(config.model, name) == "truth"]
@@ -130,7 +127,14 @@ def build_problem(config: ReconstructionConfig) -> Problem:
     positions = truth.positions_ang if config.model.positions_init == "truth" else dataset.positions_ang
     if positions is None:
         raise ConfigError("model.positions_init is 'truth' but the truth holds no positions")
-    geometry = make_geometry(positions, ky, dx_ang, dataset.wavelength_ang, config.model.object_margin_px)
+    geometry = make_geometry(positions, ky, dx_ang, dataset.wavelength_ang, config.model.object_margin_px,
+                             dataset.acquisition_order)
+    drift_refined = opt.scan_drift.start_iter is not None and config.model.scan_drift_order > 0
+    if drift_refined and geometry.acquisition_time is None:
+        raise ConfigError("optimize.scan_drift needs the acquisition order of the patterns, which this scan lacks (not "
+                          "a raster scan with a known scan_shape, and no /scan/acquisition_index in the file); set "
+                          "model.scan_drift_order: 0 (translation only) or optimize.scan_drift.start_iter: null, or "
+                          "give data.scan_shape")
     real = torch.float32 if config.model.precision == "float32" else torch.float64
     probe_power = mean_total_intensity(dataset, preprocessor)
     if not (np.isfinite(probe_power) and probe_power > 0):
@@ -145,7 +149,6 @@ def build_problem(config: ReconstructionConfig) -> Problem:
         state["probe"] = truth_probe(truth, config.model, geometry, probe_power, state["probe"])
     if config.model.object_init == "truth":
         state["object_phase"] = truth_object_phase(truth, config.model, geometry, state["object_phase"])
-    opt = config.optimize
     fixed = (
         opt.tilts.start_iter is None and opt.slice_thickness.start_iter is None and config.model.tilt_mode == "global"
     )

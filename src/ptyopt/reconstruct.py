@@ -19,7 +19,14 @@ from ptyopt.engine import Engine, IterationCallback
 from ptyopt.errors import ConfigError
 from ptyopt.io.checkpoint import CHECKPOINT_NAME, require_checkpoint
 from ptyopt.io.integrity import file_sha256, write_atomically
-from ptyopt.io.result_file import RESULT_NAME, SNAPSHOT_DIR, ReconstructionResult, snapshot_path, write_result
+from ptyopt.io.result_file import (
+    RESULT_NAME,
+    SNAPSHOT_DIR,
+    GlobalScan,
+    ReconstructionResult,
+    snapshot_path,
+    write_result,
+)
 from ptyopt.problem import Problem, build_problem
 from ptyopt.solvers.checks import check_config
 
@@ -35,7 +42,12 @@ class RunOutput:
 def result_from_state(problem: Problem, state: dict[str, torch.Tensor], history: dict[str, list[float]],
                       config_yaml: str) -> ReconstructionResult:
     geometry = problem.geometry
-    offsets_ang = state["position_offsets_px"].detach().cpu().double().numpy() * geometry.dx_ang
+    scan = problem.model.scan
+    with torch.no_grad():
+        offsets_ang = scan.total_displacement_px(state).cpu().double().numpy() * geometry.dx_ang
+        drift = scan.drift_terms(state["scan_drift_px"]).cpu().double().numpy() * geometry.dx_ang
+        deformation = state["scan_affine"].cpu().double().numpy()
+    centre_ang = geometry.nominal_positions_ang.mean(axis=0)
     occupancy = state["occupancy"].detach().abs().cpu().numpy()
     return ReconstructionResult(
         object_phase=state["object_phase"].detach().cpu().numpy(),
@@ -51,6 +63,8 @@ def result_from_state(problem: Problem, state: dict[str, torch.Tensor], history:
         history={key: np.asarray(values) for key, values in history.items()},
         config=config_yaml,
         seed=problem.config.seed,
+        scan=GlobalScan(affine_matrix=np.eye(2) + deformation, drift_ang=drift, centre_ang=centre_ang,
+                        acquisition_time=geometry.acquisition_time),
     )
 
 

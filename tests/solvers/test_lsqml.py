@@ -70,7 +70,7 @@ def textbook_lsqml(problem, state, batch, delta, damping, scale):
     dP = conj(O) chi / (|O|^2 + delta max|O|^2); (alpha_O, alpha_P) from the damped 2×2 normal equations of
     ||chi - alpha_O dO P - alpha_P O dP||^2; O' = O + scale alpha_O dO, P' = P + scale alpha_P dP."""
     (index,) = batch.indices
-    top = np.round(problem.model.nominal_centres_px[index].numpy()).astype(int) - WINDOW // 2
+    top = np.round(problem.model.scan.nominal_px[index].numpy()).astype(int) - WINDOW // 2
     rows, cols = slice(top[0], top[0] + WINDOW), slice(top[1], top[1] + WINDOW)
     phase = state["object_phase"][0, 0, rows, cols]
     obj = state["object_amplitude"][0, 0, rows, cols] * torch.exp(1j * phase)

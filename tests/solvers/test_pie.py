@@ -17,7 +17,7 @@ def textbook_update(problem, state, batch, alpha, beta, alpha_r=1.0, beta_r=1.0)
     P_k' = P_k + beta conj(O) chi_k / ((1 - beta_r) |O|^2 + beta_r max |O|^2).
     Returns the expected (amplitude, phase) patches, the patch slices and the probe."""
     (index,) = batch.indices
-    centre = problem.model.nominal_centres_px[index] + state["position_offsets_px"][index]
+    centre = problem.model.scan.nominal_px[index] + state["position_offsets_px"][index]
     top = np.round(centre.numpy()).astype(int) - WINDOW // 2
     rows, cols = slice(top[0], top[0] + WINDOW), slice(top[1], top[1] + WINDOW)
     amplitude, phase = state["object_amplitude"][0, 0, rows, cols], state["object_phase"][0, 0, rows, cols]
@@ -66,7 +66,7 @@ def test_batch_of_one_equals_the_textbook_formula(make_problem, name, options, p
 
 
 def window_slices(problem, index):
-    top = np.round(problem.model.nominal_centres_px[index].numpy()).astype(int) - WINDOW // 2
+    top = np.round(problem.model.scan.nominal_px[index].numpy()).astype(int) - WINDOW // 2
     return slice(top[0], top[0] + WINDOW), slice(top[1], top[1] + WINDOW)
 
 

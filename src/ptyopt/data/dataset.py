@@ -89,7 +89,9 @@ class Dataset4D:
     positions_ang: (N, 2) nominal scan positions (y, x) [Å]; energy_kv [kV]; conv_angle_mrad [mrad];
     dk_inv_ang: detector pixel [1/Å]; aberrations: Krivanek C_nm [Å] / phi_nm [rad] (aliases accepted);
     dose_e_per_ang2: electron dose or None; counts: True when meas holds electron counts;
-    scan_shape: (Ny, Nx) of a raster scan or None; step_ang: raster step [Å] or None.
+    scan_shape: (Ny, Nx) of a raster scan or None; step_ang: raster step [Å] or None;
+    acquisition_index: (N,) order (or time, any unit) in which the patterns were acquired, or None: a raster
+    scan is then taken in raster order n = iy * Nx + ix (``acquisition_order``).
     """
 
     meas: np.ndarray
@@ -103,6 +105,7 @@ class Dataset4D:
     scan_shape: tuple[int, int] | None = None
     step_ang: float | None = None
     truth: GroundTruth | None = None
+    acquisition_index: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         meas = np.asarray(self.meas)
@@ -149,6 +152,30 @@ class Dataset4D:
                 )
         if self.step_ang is not None:
             self.step_ang = _positive("step_ang", self.step_ang)
+        if self.acquisition_index is not None:
+            order = np.asarray(self.acquisition_index, dtype=np.float64)
+            if order.shape != (meas.shape[0],):
+                raise DataError(f"acquisition_index has shape {order.shape}; expected ({meas.shape[0]},), one "
+                                "value per pattern")
+            _require_finite("acquisition_index", order)
+            self.acquisition_index = order
+
+    @property
+    def acquisition_order(self) -> np.ndarray | None:
+        """(N,) when each pattern was acquired: ``acquisition_index``, else the raster index of a raster scan,
+        else None (a scan of unknown order)."""
+        if self.acquisition_index is not None:
+            return self.acquisition_index
+        return None if self.scan_shape is None else np.arange(self.n_patterns, dtype=np.float64)
+
+    def subset(self, index: np.ndarray, scan_shape: tuple[int, int] | None) -> Dataset4D:
+        """The patterns ``index`` (with their positions, true positions and acquisition order)."""
+        truth = self.truth
+        if truth is not None and truth.positions_ang is not None:
+            truth = replace(truth, positions_ang=truth.positions_ang[index])
+        order = self.acquisition_order
+        return self.replace(meas=self.meas[index], positions_ang=self.positions_ang[index], scan_shape=scan_shape,
+                            truth=truth, acquisition_index=None if order is None else order[index])
 
     @classmethod
     def from_raster(

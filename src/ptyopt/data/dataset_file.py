@@ -37,6 +37,8 @@ def write_dataset(path: str | Path, dataset: Dataset4D) -> Path:
             positions.attrs["shape"] = np.asarray(dataset.scan_shape, dtype=np.int64)
         if dataset.step_ang is not None:
             positions.attrs["step_ang"] = dataset.step_ang
+        if dataset.acquisition_index is not None:
+            scan.create_dataset("acquisition_index", data=dataset.acquisition_index)
         handle.attrs["energy_kv"] = dataset.energy_kv
         handle.attrs["conv_angle_mrad"] = dataset.conv_angle_mrad
         handle.attrs["dk_inv_ang"] = dataset.dk_inv_ang
@@ -147,6 +149,7 @@ def _read_dataset(path: Path) -> Dataset4D:
             raise DataError(f"{path}: the attribute 'aberrations' is not valid JSON ({error})") from error
         dose = handle.attrs.get("dose_e_per_ang2")
         truth = _read_truth(handle["truth"], path) if "truth" in handle else None
+        order = handle["scan"].get("acquisition_index")
         return Dataset4D(
             meas=meas,
             positions_ang=positions[()],
@@ -159,6 +162,7 @@ def _read_dataset(path: Path) -> Dataset4D:
             scan_shape=None if shape is None else (int(shape[0]), int(shape[1])),
             step_ang=None if step_ang is None else float(step_ang),
             truth=truth,
+            acquisition_index=None if order is None else order[()],
         )
 
 

@@ -114,9 +114,4 @@ def select_scan_region(
     if dataset.scan_shape is None:
         raise DataError("scan cropping needs a raster dataset with a known scan_shape (Ny, Nx)")
     index, shape = scan_region_indices(dataset.scan_shape, y_range, x_range)
-    truth = dataset.truth
-    if truth is not None and truth.positions_ang is not None:
-        truth = type(truth)(**{**truth.__dict__, "positions_ang": truth.positions_ang[index]})
-    return dataset.replace(
-        meas=dataset.meas[index], positions_ang=dataset.positions_ang[index], scan_shape=shape, truth=truth
-    )
+    return dataset.subset(index, shape)

@@ -21,13 +21,34 @@ def snapshot_path(out_dir: Path, iteration: int) -> Path:
 
 
 @dataclass
+class GlobalScan:
+    """The fitted global scan model (``physics.scan``) in Å: affine_matrix A = I + M (2, 2) about centre_ang
+    (y, x), drift_ang (K + 1, 2) coefficients of tau^k (row 0 a translation, row 1 the drift over the whole
+    acquisition), acquisition_time (N,) tau of each position in [-1/2, 1/2] or None (scan of unknown order)."""
+
+    affine_matrix: np.ndarray
+    drift_ang: np.ndarray
+    centre_ang: np.ndarray
+    acquisition_time: np.ndarray | None = None
+
+    def displacement_ang(self, nominal_positions_ang: np.ndarray) -> np.ndarray:
+        """The global model's displacement (N, 2) [Å] of the nominal positions."""
+        displacement = (nominal_positions_ang - self.centre_ang) @ (self.affine_matrix - np.eye(2)).T
+        displacement = displacement + self.drift_ang[0]
+        if self.acquisition_time is not None:
+            for k in range(1, len(self.drift_ang)):
+                displacement = displacement + self.acquisition_time[:, None] ** k * self.drift_ang[k]
+        return displacement
+
+
+@dataclass
 class ReconstructionResult:
     """A finished (or checkpointed) reconstruction in plain numpy.
 
     object_phase, object_amplitude: (omode, S, Y, X); occupancy: (omode,); probe: (pmode, Y, X) complex;
     positions_ang: refined (N, 2) (y, x); nominal_positions_ang: (N, 2); tilts_mrad: (1 | N, 2);
     slice_thickness_ang: (1 | S,); dx_ang [Å]; origin_ang: (y, x) of object pixel (0, 0) in the positions'
-    frame; history: per-iteration arrays; config: resolved YAML; seed.
+    frame; history: per-iteration arrays; config: resolved YAML; seed; scan: the global scan model, or None.
     """
 
     object_phase: np.ndarray
@@ -44,6 +65,7 @@ class ReconstructionResult:
     config: str = ""
     seed: int = 0
     attrs: dict[str, Any] = field(default_factory=dict)
+    scan: GlobalScan | None = None
 
     @property
     def phase_sum(self) -> np.ndarray:
@@ -78,6 +100,13 @@ def _write_result_file(tmp: Path, result: ReconstructionResult) -> None:
         f.create_dataset("nominal_positions_ang", data=result.nominal_positions_ang)
         f.create_dataset("tilts_mrad", data=result.tilts_mrad)
         f.create_dataset("slice_thickness_ang", data=result.slice_thickness_ang)
+        if result.scan is not None:
+            scan = f.create_group("scan_model")
+            scan.create_dataset("affine_matrix", data=result.scan.affine_matrix)
+            scan.create_dataset("drift_ang", data=result.scan.drift_ang)
+            scan.create_dataset("centre_ang", data=result.scan.centre_ang)
+            if result.scan.acquisition_time is not None:
+                scan.create_dataset("acquisition_time", data=result.scan.acquisition_time)
         history = f.create_group("history")
         for key, values in result.history.items():
             history.create_dataset(key, data=np.asarray(values))
@@ -114,4 +143,11 @@ def _read_result_file(path: Path) -> ReconstructionResult:
             config=str(f.attrs["config"]),
             seed=int(f.attrs["seed"]),
             attrs={k: v for k, v in f.attrs.items() if k not in known},
+            scan=_read_scan(f["scan_model"]) if "scan_model" in f else None,
         )
+
+
+def _read_scan(group: h5py.Group) -> GlobalScan:
+    time = group.get("acquisition_time")
+    return GlobalScan(affine_matrix=group["affine_matrix"][()], drift_ang=group["drift_ang"][()],
+                      centre_ang=group["centre_ang"][()], acquisition_time=None if time is None else time[()])

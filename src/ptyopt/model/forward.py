@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from ptyopt.config import ModelConfig
+from ptyopt.model.scan_model import ScanModel
 from ptyopt.model.state import Geometry
 from ptyopt.physics import (
     MultisliceWaves,
@@ -48,8 +49,9 @@ class ForwardOutput:
 class ForwardModel:
     """Multislice ptychography model: state + batch indices -> diffraction intensities.
 
-    Positions are nominal centres + refined offsets, split into an integer crop and a sub-pixel shift at
-    every call, so a refined position that crosses half a pixel moves the crop instead of wrapping the probe.
+    Positions are the nominal centres moved by the global scan model and the per-position offsets
+    (``model.scan_model.ScanModel``), split into an integer crop and a sub-pixel shift at every call, so a refined
+    position that crosses half a pixel moves the crop instead of wrapping the probe.
     Propagators are computed once when neither tilts nor thicknesses can change. With ``compile`` the pure
     core (``physics.forward_intensities``) runs through torch.compile (one graph per batch size).
     """
@@ -58,7 +60,7 @@ class ForwardModel:
                  fixed_propagators: bool, device: torch.device | str, real_dtype: torch.dtype, compile: bool = False):
         self.config = config
         self.geometry = geometry
-        self.nominal_centres_px = torch.as_tensor(geometry.nominal_centres_px, dtype=real_dtype, device=device)
+        self.scan = ScanModel(geometry, dtype=real_dtype, device=device)
         self.ky, self.kx = frequency_grid(geometry.window_px, geometry.dx_ang, dtype=real_dtype, device=device)
         self._core = torch.compile(forward_intensities, dynamic=False) if compile else forward_intensities
         self._fixed: Tensor | None = None
@@ -80,7 +82,8 @@ class ForwardModel:
                           tilt_mrad=tilt, band_limit=self.config.band_limit)
 
     def centres_px(self, state: dict[str, Tensor], indices: Tensor) -> Tensor:
-        return self.nominal_centres_px[indices] + state["position_offsets_px"][indices]
+        """Probe centres (B, 2) [object px] of the positions ``indices``."""
+        return self.scan.centres_px(state, indices)
 
     @staticmethod
     def occupancy(state: dict[str, Tensor]) -> Tensor:

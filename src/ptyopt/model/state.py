@@ -12,6 +12,7 @@ from ptyopt.config import ModelConfig
 from ptyopt.data.dataset import GroundTruth
 from ptyopt.errors import ConfigError
 from ptyopt.physics import make_probe, probe_modes
+from ptyopt.physics.scan import normalised_time
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,9 @@ class Geometry:
 
     window_px: probe window = detector (K, K) after preprocessing; dx_ang: real-space pixel [Å];
     origin_ang: (y, x) [Å] of object pixel (0, 0) in the positions' frame; canvas_px: object (Yo, Xo);
-    nominal_centres_px: (N, 2) nominal probe centres in object pixels; nominal_positions_ang: (N, 2).
+    nominal_centres_px: (N, 2) nominal probe centres in object pixels; nominal_positions_ang: (N, 2);
+    acquisition_time: (N,) each pattern's acquisition time tau in [-1/2, 1/2] (``physics.scan``), or None when
+    the order of the scan is unknown.
     """
 
     window_px: tuple[int, int]
@@ -30,10 +33,11 @@ class Geometry:
     canvas_px: tuple[int, int]
     nominal_positions_ang: np.ndarray
     nominal_centres_px: np.ndarray
+    acquisition_time: np.ndarray | None = None
 
 
 def make_geometry(positions_ang: np.ndarray, window_px: int, dx_ang: float, wavelength_ang: float,
-                  margin_px: int) -> Geometry:
+                  margin_px: int, acquisition_order: np.ndarray | None = None) -> Geometry:
     """Object canvas that holds every probe window plus a margin; the first position sits at integer pixels."""
     low = positions_ang.min(axis=0)
     high = positions_ang.max(axis=0)
@@ -44,6 +48,7 @@ def make_geometry(positions_ang: np.ndarray, window_px: int, dx_ang: float, wave
         window_px=(window_px, window_px), dx_ang=dx_ang, wavelength_ang=wavelength_ang,
         origin_ang=(float(origin[0]), float(origin[1])), canvas_px=(int(extent_px[0]), int(extent_px[1])),
         nominal_positions_ang=positions_ang, nominal_centres_px=centres,
+        acquisition_time=None if acquisition_order is None else normalised_time(acquisition_order),
     )
 
 
@@ -58,7 +63,8 @@ def initial_state(
     device: torch.device | str,
 ) -> dict[str, Tensor]:
     """Vacuum object (A = 1, phi = 0), the aberrated probe split into modes with total power probe_power
-    (the mean measured total intensity), zero position offsets, the initial tilt, uniform occupancy."""
+    (the mean measured total intensity), zero position offsets, the initial tilt, uniform occupancy, the
+    undistorted global scan model (M = 0, drift 0)."""
     real = torch.float32 if config.precision == "float32" else torch.float64
     complex_dtype = torch.complex64 if real == torch.float32 else torch.complex128
     shape = (config.object_modes, config.n_slices, *geometry.canvas_px)
@@ -78,6 +84,8 @@ def initial_state(
             dtype=real, device=device,
         ),
         "occupancy": torch.full((config.object_modes,), 1.0 / config.object_modes, dtype=real, device=device),
+        "scan_affine": torch.zeros(2, 2, dtype=real, device=device),
+        "scan_drift_px": torch.zeros(config.scan_drift_order + 1, 2, dtype=real, device=device),
     }
 
 

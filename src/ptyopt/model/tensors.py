@@ -28,6 +28,8 @@ TENSORS: tuple[OptimisableTensor, ...] = (
     OptimisableTensor("tilts", "tilts_mrad", "mrad"),
     OptimisableTensor("slice_thickness", "slice_thickness_ang", "Å"),
     OptimisableTensor("occupancy", "occupancy", ""),
+    OptimisableTensor("scan_affine", "scan_affine", ""),
+    OptimisableTensor("scan_drift", "scan_drift_px", "px"),
 )
 
 TENSOR_NAMES: tuple[str, ...] = tuple(t.config_name for t in TENSORS)

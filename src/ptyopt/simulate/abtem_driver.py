@@ -28,12 +28,21 @@ def abtem_version() -> str:
 
 
 def scan_positions_ang(spec: SimulationSpec) -> tuple[np.ndarray, np.ndarray]:
-    """Nominal raster positions (N, 2) (y, x) [Å] and true positions (nominal + Gaussian jitter)."""
+    """Nominal raster positions (N, 2) (y, x) [Å] and the true ones: the global scan model of
+    ``physics.scan`` (scan-coil affine about the scan centre, linear drift in raster order) plus Gaussian jitter."""
+    import torch
+
     from ptyopt.data.dataset import raster_positions_ang
+    from ptyopt.physics.scan import affine_matrix, normalised_time, scan_displacement
 
     nominal = raster_positions_ang(spec.scan_shape, spec.step_ang) + np.asarray(spec.scan_start_ang)
+    deformation = torch.from_numpy(affine_matrix(*spec.scan_affine) - np.eye(2))
+    drift = torch.tensor([[0.0, 0.0], list(spec.drift_ang)], dtype=torch.float64)
+    time = torch.from_numpy(normalised_time(np.arange(len(nominal))))
+    centred = torch.from_numpy(nominal - nominal.mean(axis=0))
+    distorted = nominal + scan_displacement(deformation, drift, centred, time).numpy()
     rng = np.random.default_rng([spec.seed, 1])
-    return nominal, nominal + rng.normal(scale=spec.position_jitter_ang, size=nominal.shape)
+    return nominal, distorted + rng.normal(scale=spec.position_jitter_ang, size=nominal.shape)
 
 
 def defocus_samples(spec: SimulationSpec) -> tuple[np.ndarray, np.ndarray]:

@@ -34,6 +34,12 @@ class SimulationSpec(StrictModel):
     step_ang: float = Field(0.4, gt=0, description="scan step [Å]")
     scan_start_ang: tuple[float, float] = Field((0.0, 0.0), description="first nominal position (y, x) [Å]")
     position_jitter_ang: float = Field(0.0, ge=0, description="RMS of true minus nominal position per axis [Å]")
+    drift_ang: tuple[float, float] = Field(
+        (0.0, 0.0), description="linear drift (y, x) over the whole scan [Å]: last minus first pattern's true offset"
+    )
+    scan_affine: tuple[float, float, float] = Field(
+        (0.0, 0.0, 0.0), description="scan-coil error (rotation [mrad], relative scale, shear) about the scan centre"
+    )
     frozen_phonons: int = Field(8, ge=0, description="frozen-phonon configurations (0 = static lattice)")
     thermal_u_ang: dict[str, float] = Field(
         default_factory=lambda: dict(SRTIO3_THERMAL_U_ANG), description="RMS displacement per axis [Å] per element"

@@ -21,7 +21,13 @@ from ptyopt.config_base import StrictModel
 from ptyopt.model.forward import ForwardOutput
 from ptyopt.physics import MultisliceWaves
 from ptyopt.solvers.base import Batch, Capabilities, IterationPlan, MiniBatchSolver, SolverContext
-from ptyopt.solvers.exitwave import position_steps
+from ptyopt.solvers.exitwave import position_steps, position_system
+from ptyopt.solvers.scan_steps import PositionRefinement, split_position_step
+
+# Levenberg damping of the global scan model's step from one batch, relative to its diagonal: a batch that
+# cannot tell two of its parameters apart (e.g. the affine over a compact group) then takes a short step in
+# that direction instead of an arbitrary long one; small enough not to slow a well-posed step.
+GLOBAL_DAMPING = 1e-3
 
 
 class PositionParams(StrictModel):
@@ -88,7 +94,8 @@ class Momentum:
 class ExitWaveSolver(MiniBatchSolver):
     """Base of the classical solvers: the forward pass with its waves, loss reporting, updates."""
 
-    capabilities = Capabilities(updates=frozenset({"object_amplitude", "object_phase", "probe", "positions"}),
+    capabilities = Capabilities(updates=frozenset({"object_amplitude", "object_phase", "probe", "positions",
+                                                   "scan_affine", "scan_drift"}),
                                 learning_rates=False, grad_accumulation=False)
 
     def __init__(self, params: StrictModel, context: SolverContext):
@@ -121,12 +128,26 @@ class ExitWaveSolver(MiniBatchSolver):
         if self.momentum_enabled:
             self.momentum.record("probe", change, self.state["probe"])
 
+    @property
+    def position_refinement(self) -> PositionRefinement:
+        return PositionRefinement.of(self.active, self.state["scan_drift_px"].shape[0] - 1)
+
     def update_positions(self, batch: Batch, waves: MultisliceWaves, occupancy: Tensor) -> None:
+        """Gauss-Newton shifts of the batch's positions, split between the global scan model and the offsets
+        (``scan_steps``), times position_step (and the NaN guard's factor)."""
         params = self.params
-        steps = position_steps(waves, batch.meas, occupancy, params.max_shift_px) * (
-            params.position_step * self.step_multiplier)
+        gram, rhs = position_system(waves, batch.meas, occupancy)
         self.forward_evaluations += 2 * len(batch.indices)  # the two linearised passes of the shift derivatives
-        self.state["position_offsets_px"].index_add_(0, batch.index_tensor, steps.to(self.state["probe"].real.dtype))
+        steps = split_position_step(self.context.model.scan, batch.index_tensor, gram, rhs,
+                                    position_steps(gram, rhs, params.max_shift_px), self.position_refinement,
+                                    damping=GLOBAL_DAMPING, max_shift_px=params.max_shift_px)
+        scale = params.position_step * self.step_multiplier
+        for key, step in steps.items():
+            step = scale * step.to(self.state[key].dtype)
+            if key == "position_offsets_px":
+                self.state[key].index_add_(0, batch.index_tensor, step)
+            else:
+                self.state[key].add_(step)
 
     def momentum_step(self, friction: float, feedback: float) -> None:
         """Apply the momentum of every tensor that is still active (others drop their pending updates)."""

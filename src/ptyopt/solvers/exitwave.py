@@ -228,13 +228,13 @@ def far_field_of(exit_wave: Tensor, waves: MultisliceWaves) -> Tensor:
     return far_field
 
 
-def position_steps(waves: MultisliceWaves, meas: Tensor, occupancy: Tensor, max_step_px: float) -> Tensor:
-    """Gauss-Newton probe shifts (B, 2) [px] for the amplitude misfit sum (sqrt(y) - sqrt(D I))^2 per position,
-    each axis clipped to ±max_step_px.
+def position_system(waves: MultisliceWaves, meas: Tensor, occupancy: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-position Gauss-Newton normal equations G_n delta_n = g_n (B, 2, 2), (B, 2) of the probe shift [px] for
+    the amplitude misfit sum (sqrt(y) - sqrt(D I))^2.
 
     The far-field derivative dPsi/ds_a is the exit-wave response (``exit_response``) of the probe's spatial
-    derivative dP_s/ds_a, so d sqrt(D I)/ds_a = D[sum_{p,o} occ_o Re(conj(Psi) dPsi/ds_a)] / sqrt(D I); the shift
-    solves the 2×2 normal equations of sqrt(y) - sqrt(D I) ≈ sum_a ds_a d sqrt(D I)/ds_a.
+    derivative dP_s/ds_a, so d sqrt(D I)/ds_a = D[sum_{p,o} occ_o Re(conj(Psi) dPsi/ds_a)] / sqrt(D I); the
+    equations are those of sqrt(y) - sqrt(D I) ≈ sum_a ds_a d sqrt(D I)/ds_a.
     """
     g = probe_shift_derivative(waves.probes)
     detector = waves.detector
@@ -246,8 +246,12 @@ def position_steps(waves: MultisliceWaves, meas: Tensor, occupancy: Tensor, max_
         for a in range(2)
     ], dim=1)  # (B, 2, Y, X)
     residual = torch.sqrt(unshifted(meas)) - amplitude
-    gram = torch.einsum("bayx,bcyx->bac", jacobian, jacobian)
-    rhs = torch.einsum("bayx,byx->ba", jacobian, residual)
+    return torch.einsum("bayx,bcyx->bac", jacobian, jacobian), torch.einsum("bayx,byx->ba", jacobian, residual)
+
+
+def position_steps(gram: Tensor, rhs: Tensor, max_step_px: float) -> Tensor:
+    """The shifts (B, 2) [px] solving ``position_system``'s equations (a 1e-9·trace floor), each axis clipped to
+    ±max_step_px."""
     trace = gram.diagonal(dim1=-2, dim2=-1).sum(-1)
     return solve_2x2(gram, rhs, 1e-9 * trace[:, None]).clamp(-max_step_px, max_step_px)
 

@@ -109,7 +109,7 @@ class LSQML(ExitWaveSolver):
                 probe_parts = unshift(probe_numerator / damped_denominator(illumination, params.delta), waves.shift_px)
                 d_probes = shift_probes(probe_parts.sum(dim=0), waves.shift_px)
                 directions.append(exit_response(waves, d_probes=d_probes))
-            if self.active["positions"]:
+            if self.position_refinement.any:
                 self.update_positions(batch, waves, occupancy)
             if directions:
                 self.forward_evaluations += len(batch.indices) * len(directions)  # the linearised passes

@@ -79,7 +79,7 @@ class EPIE(ExitWaveSolver):
                 numerator, illumination = probe_terms(chis, waves.slices[0], occupancy)
                 probe_change = self.params.beta * self.step_multiplier * unshift(
                     numerator / blended_denominator(illumination, probe_blend), waves.shift_px).sum(dim=0)
-            if self.active["positions"]:
+            if self.position_refinement.any:
                 self.update_positions(batch, waves, occupancy)
             if object_change is not None:
                 self.update_object(object_change, box)

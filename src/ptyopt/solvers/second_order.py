@@ -15,6 +15,7 @@ from torch import Tensor
 
 from ptyopt.config_base import StrictModel
 from ptyopt.errors import ConfigError
+from ptyopt.model.scan_model import GLOBAL_KEYS
 from ptyopt.model.tensors import STATE_KEY
 from ptyopt.solvers.base import Batch, Capabilities, FullBatchSolver, IterationPlan, SolverContext, TrainingSet
 from ptyopt.solvers.ggn import (
@@ -29,6 +30,7 @@ from ptyopt.solvers.ggn import (
     per_position_steps,
     per_position_system,
 )
+from ptyopt.solvers.scan_steps import PositionRefinement, split_position_step
 
 BLOCK_KEYS = ("object_amplitude", "object_phase", "probe")
 ACCEPT = 1e-4
@@ -77,7 +79,8 @@ class SecondOrderSolver(FullBatchSolver):
     (``penalty``)."""
 
     capabilities = Capabilities(
-        updates=frozenset({"object_amplitude", "object_phase", "probe", "positions", "tilts"}),
+        updates=frozenset({"object_amplitude", "object_phase", "probe", "positions", "tilts", "scan_affine",
+                           "scan_drift"}),
         tilt_modes=frozenset({"each"}), learning_rates=False)
 
     def __init__(self, params: SecondOrderParams, context: SolverContext):
@@ -94,8 +97,11 @@ class SecondOrderSolver(FullBatchSolver):
 
     def start_iteration(self, plan: IterationPlan) -> None:
         super().start_iteration(plan)
+        self.refine = PositionRefinement.of(plan.active, self.state["scan_drift_px"].shape[0] - 1)
         self.keys = [STATE_KEY[name] for name, on in plan.active.items() if on and STATE_KEY[name] in (
-            *BLOCK_KEYS, "position_offsets_px", "tilts_mrad")]
+            *BLOCK_KEYS, "position_offsets_px", "tilts_mrad", *GLOBAL_KEYS)]
+        if self.refine.global_model and "position_offsets_px" not in self.keys:
+            self.keys.append("position_offsets_px")  # its per-position systems give the global model's step
 
     def value_and_gradient(self, chunks: list[Batch], noise: NoiseModel) -> tuple[float, Vec, dict[str, float]]:
         """L(θ), its gradient over ``self.keys`` and the configured loss terms' chunk means, in one forward and
@@ -142,7 +148,7 @@ class SecondOrderSolver(FullBatchSolver):
         """One ratio-tested step from the linearisation ``op`` at the current state."""
         params = self.params
         diagonal = block_diagonal(op, gradient, blocks, params.preconditioner_delta) if block_keys else {}
-        systems = {k: per_position_system(op, k) for k in self.keys if k not in BLOCK_KEYS}
+        systems = {k: per_position_system(op, k) for k in self.keys if k not in (*BLOCK_KEYS, *GLOBAL_KEYS)}
         current = value + self.penalty(self.state)
         self.last_value = current
         for _ in range(params.max_rejections + 1):
@@ -150,8 +156,18 @@ class SecondOrderSolver(FullBatchSolver):
             step = dict(block)
             for key, (indices, gram, rhs) in systems.items():
                 limit = params.max_shift_px if key == "position_offsets_px" else params.max_tilt_step_mrad
+                own = per_position_steps(gram, rhs, self.damping, limit)
                 full = torch.zeros_like(self.state[key])
-                full[indices] = per_position_steps(gram, rhs, self.damping, limit).to(full.dtype)
+                if key == "position_offsets_px":  # G δ = -g here: the global model's share, offsets the rest
+                    for part, value in split_position_step(
+                            self.context.model.scan, indices, gram, -rhs, own, self.refine, damping=self.damping,
+                            max_shift_px=limit).items():
+                        if part == key:
+                            full[indices] = value.to(full.dtype)
+                        else:
+                            step[part] = value.to(self.state[part].dtype)
+                else:
+                    full[indices] = own.to(full.dtype)
                 step[key] = full
             trial = self.project({k: self.state[k] + d for k, d in step.items()})
             step = {k: trial[k] - self.state[k] for k in trial}

@@ -28,7 +28,8 @@ EXPECTED_CHANGES = {
     "phase_positive": {"object_phase"},
     "amplitude_phase_coupling": {"object_amplitude"},
     "object_z_recenter": OBJECT | {"probe"},
-    "position_recenter": {"position_offsets_px"},
+    "position_recenter": {"position_offsets_px", "scan_drift_px"},
+    "scan_model_fit": {"position_offsets_px", "scan_affine", "scan_drift_px"},
     "tilt_smooth": {"tilts_mrad"},
 }
 

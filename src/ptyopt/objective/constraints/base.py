@@ -10,11 +10,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from pydantic import Field, ValidationError, model_validator
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from ptyopt.model.scan_model import ScanModel
 
 from ptyopt.config_base import StrictModel
 from ptyopt.errors import ConfigError
@@ -37,6 +40,7 @@ EXECUTION_ORDER: tuple[str, ...] = (
     "object_z_recenter",
     "amplitude_threshold",
     "phase_positive",
+    "scan_model_fit",
     "position_recenter",
     "tilt_smooth",
 )
@@ -66,7 +70,9 @@ class ConstraintContext:
     iteration: 1-based; dx_ang: real-space pixel of probe and object [Å]; wavelength_ang [Å];
     conv_angle_mrad: aperture semi-angle [mrad]; probe_power: target sum |P|^2 fixed at initialisation;
     scan_shape: raster (Ny, Nx) with n = iy * Nx + ix, or None for a non-raster scan;
-    scan_mask: (Yo, Xo) bool, the scanned region of the object canvas, or None (the whole canvas).
+    scan_mask: (Yo, Xo) bool, the scanned region of the object canvas, or None (the whole canvas);
+    refined: the ``optimize`` tensors refined at this iteration (a constraint changes no frozen tensor);
+    scan_model: the run's ``model.scan_model.ScanModel`` (the global scan model's design), or None.
     """
 
     iteration: int
@@ -76,6 +82,8 @@ class ConstraintContext:
     probe_power: float
     scan_shape: tuple[int, int] | None = None
     scan_mask: Tensor | None = None
+    refined: frozenset[str] = frozenset()
+    scan_model: ScanModel | None = None
 
     def __post_init__(self) -> None:
         if self.iteration < 1:

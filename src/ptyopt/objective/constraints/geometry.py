@@ -1,7 +1,9 @@
-"""Constraints on the scan geometry: position offsets (N, 2) [px] and per-position tilts (N, 2) [mrad]."""
+"""Constraints on the scan geometry: position offsets (N, 2) [px], the global scan model and per-position tilts
+(N, 2) [mrad]."""
 
 from __future__ import annotations
 
+import torch
 from pydantic import Field
 
 from ptyopt.errors import ConfigError
@@ -15,11 +17,13 @@ from ptyopt.objective.constraints.base import (
     require,
 )
 from ptyopt.objective.constraints.kernels import gaussian_blur_axis
+from ptyopt.physics.scan import least_squares_fit, split_coefficients
 
 
 @CONSTRAINTS.register
 class PositionRecenter(Constraint):
-    """offsets <- offsets - (1 - relax) · mean_n(offsets).
+    """offsets <- offsets - (1 - relax) · mean_n(offsets); with the global drift refined, also
+    d_0 <- d_0 - (1 - relax) · mean_n(global displacement).
 
     A common shift of all positions is the same as a shift of the object, which the data cannot see; removing it
     keeps the object where the nominal scan puts it.
@@ -34,7 +38,51 @@ class PositionRecenter(Constraint):
 
     def apply(self, state: State, ctx: ConstraintContext) -> None:
         offsets = require(state, "position_offsets_px", self.name)
-        assign(offsets, offsets - (1 - self.params.relax) * offsets.mean(dim=0, keepdim=True))
+        keep = 1 - self.params.relax
+        assign(offsets, offsets - keep * offsets.mean(dim=0, keepdim=True))
+        if "scan_drift" in ctx.refined and ctx.scan_model is not None and "scan_drift_px" in state:
+            indices = torch.arange(len(offsets), device=offsets.device)
+            mean = ctx.scan_model.displacement(state, indices).mean(dim=0)
+            state["scan_drift_px"][0].sub_(keep * mean)
+
+
+@CONSTRAINTS.register
+class ScanModelFit(Constraint):
+    """Moves what the global scan model can express out of the per-position offsets and into the model.
+
+    theta* = argmin sum_n |o_n - Phi_n theta|^2 over the global parts refined at this iteration (``physics.scan``;
+    affine and/or drift), then theta += theta*, o_n -= Phi_n theta*: every position stays where it is, and the
+    offsets keep only the part no affine map or drift explains (orthogonal to the model, zero mean when the
+    drift's translation is refined), so the two do not trade. shrink then pulls the remaining offsets toward
+    zero (a prior of small jitter; it moves the positions). Nothing moves while the offsets are frozen.
+    """
+
+    name = "scan_model_fit"
+
+    class Params(ConstraintWindow):
+        shrink: float = Field(0.0, ge=0, le=1, description="fraction of the remaining offsets removed per application")
+
+    params: Params
+
+    def apply(self, state: State, ctx: ConstraintContext) -> None:
+        offsets = require(state, "position_offsets_px", self.name)
+        scan = ctx.scan_model
+        affine, drift = "scan_affine" in ctx.refined, "scan_drift" in ctx.refined
+        if scan is not None and (affine or drift) and "positions" in ctx.refined:
+            order = state["scan_drift_px"].shape[0] - 1 if scan.time is not None else 0
+            columns = ([0, 1] if affine else []) + ([2 + k for k in range(order + 1)] if drift else [])
+            design = scan.design(torch.arange(len(offsets), device=offsets.device), order)[:, columns].to(offsets.dtype)
+            theta = least_squares_fit(offsets, design)  # (2, P_active)
+            full = torch.zeros(2, 2 + order + 1, dtype=theta.dtype, device=theta.device)
+            full[:, columns] = theta
+            deformation, drift_step = split_coefficients(full)
+            if affine:
+                state["scan_affine"].add_(deformation)
+            if drift:
+                state["scan_drift_px"][: drift_step.shape[0]].add_(drift_step)
+            assign(offsets, offsets - design @ theta.T)
+        if self.params.shrink > 0:
+            assign(offsets, offsets * (1 - self.params.shrink))
 
 
 @CONSTRAINTS.register

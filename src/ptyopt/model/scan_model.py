@@ -1,0 +1,65 @@
+"""The probe positions of the model: nominal scan + global scan model (affine, drift) + per-position offsets.
+
+``physics.scan`` holds the formulas; this module binds them to a run's geometry (object pixels, the scan
+centre, each pattern's acquisition time) and keeps every probe window on the object canvas.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ptyopt.model.state import Geometry
+from ptyopt.physics.scan import scan_design, scan_displacement
+
+GLOBAL_KEYS: tuple[str, ...] = ("scan_affine", "scan_drift_px")
+
+
+class ScanModel:
+    """r_n = r_nom,n + M (r_nom,n - c) + sum_k d_k tau_n^k + o_n in object pixels (``physics.scan``).
+
+    c is the centroid of the nominal centres; tau the acquisition time (None for a scan of unknown order: only
+    d_0 then acts). Centres are clamped so every window stays on the canvas: a position refined past the
+    canvas margin (``model.object_margin_px``) stops at its edge instead of wrapping the probe to the other side.
+    """
+
+    def __init__(self, geometry: Geometry, *, dtype: torch.dtype, device: torch.device | str):
+        self.nominal_px = torch.as_tensor(geometry.nominal_centres_px, dtype=dtype, device=device)
+        self.centred_px = self.nominal_px - self.nominal_px.mean(dim=0)
+        time = geometry.acquisition_time
+        self.time = None if time is None else torch.as_tensor(time, dtype=dtype, device=device)
+        half = torch.tensor([w // 2 for w in geometry.window_px], dtype=dtype, device=device)
+        self.low_px = half
+        self.high_px = torch.tensor(geometry.canvas_px, dtype=dtype, device=device) - torch.tensor(
+            geometry.window_px, dtype=dtype, device=device) + half
+
+    def drift_terms(self, drift: Tensor) -> Tensor:
+        return drift if self.time is not None else drift[:1]
+
+    def displacement(self, state: dict[str, Tensor], indices: Tensor) -> Tensor:
+        """Global model's displacement (B, 2) [px] of the positions ``indices``."""
+        dtype = state["scan_affine"].dtype
+        time = None if self.time is None else self.time[indices].to(dtype)
+        return scan_displacement(state["scan_affine"], self.drift_terms(state["scan_drift_px"]),
+                                 self.centred_px[indices].to(dtype), time)
+
+    def clamp(self, centres: Tensor) -> Tensor:
+        return torch.maximum(torch.minimum(centres, self.high_px), self.low_px)
+
+    def centres_px(self, state: dict[str, Tensor], indices: Tensor) -> Tensor:
+        centres = self.nominal_px[indices] + self.displacement(state, indices) + state["position_offsets_px"][indices]
+        return self.clamp(centres)
+
+    def total_displacement_px(self, state: dict[str, Tensor]) -> Tensor:
+        """Every position's refined minus nominal centre (N, 2) [px] (global model + offsets, clamped to the
+        canvas), computed without the nominal centres' round-off where no clamp acts."""
+        indices = torch.arange(len(self.nominal_px), device=self.nominal_px.device)
+        total = self.displacement(state, indices) + state["position_offsets_px"]
+        centres = self.nominal_px + total
+        clamped = self.clamp(centres)
+        return torch.where(clamped == centres, total, clamped - self.nominal_px)
+
+    def design(self, indices: Tensor, drift_order: int) -> Tensor:
+        """Phi (B, 2 + K' + 1) of ``physics.scan`` (K' = drift_order, or 0 without acquisition times)."""
+        time = None if self.time is None else self.time[indices]
+        return scan_design(self.centred_px[indices], time, drift_order if self.time is not None else 0)

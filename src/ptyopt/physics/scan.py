@@ -1,0 +1,108 @@
+"""The global scan model: an affine map of the commanded scan plus a drift polynomial in acquisition time.
+
+A probe position is
+
+    r_n = r_nom,n + M (r_nom,n - c) + sum_{k=0..K} d_k tau_n^k + o_n
+
+with r_nom the commanded (nominal) positions, c their centroid, M = A - I the deformation of the scan axes
+(A: rotation, scale, shear, asymmetry of the scan coils' calibration), d_k (2,) the drift coefficients (d_0 a
+translation, d_1 the drift over the whole acquisition, ...), tau_n in [-1/2, 1/2] the pattern's acquisition time
+normalised over the scan, and o_n the per-position offsets (jitter). Every term is linear in its parameters, so
+the model's Jacobian is a design matrix Phi (N, P) shared by both axes:
+
+    displacement_a(n) = sum_j theta[a, j] Phi[n, j],   Phi[n] = (u_y, u_x, 1, tau, ..., tau^K),  u = r_nom - c,
+    theta[a] = (M[a, y], M[a, x], d_0[a], ..., d_K[a])  for the axes a = (y, x).
+
+Lengths are in whatever unit the positions use (Å in the simulation, object pixels in the model).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def affine_matrix(rotation_mrad: float = 0.0, scale: float = 0.0, shear: float = 0.0,
+                  asymmetry: float = 0.0) -> np.ndarray:
+    """A (2, 2) acting on (y, x) vectors: A = R(rotation) (1 + scale) [[1 + asym/2, shear/2], [shear/2, 1 - asym/2]].
+
+    rotation_mrad: turns the scan axes from x towards y [mrad]; scale: relative change of the step (0.02 = 2 %
+    larger); shear: symmetric shear (the angle between the scan axes departs from 90° by ``shear`` rad);
+    asymmetry: relative difference of the y and x steps.
+    """
+    angle = rotation_mrad * 1e-3
+    rotation = np.array([[math.cos(angle), math.sin(angle)], [-math.sin(angle), math.cos(angle)]])
+    stretch = (1 + scale) * np.array([[1 + asymmetry / 2, shear / 2], [shear / 2, 1 - asymmetry / 2]])
+    return rotation @ stretch
+
+
+def normalised_time(acquisition_index: np.ndarray) -> np.ndarray:
+    """tau in [-1/2, 1/2]: acquisition indices (N,) (order or time of each pattern) mapped linearly, first -> -1/2,
+    last -> +1/2 (all 0 for a single pattern)."""
+    index = np.asarray(acquisition_index, dtype=np.float64)
+    span = float(index.max() - index.min()) if index.size else 0.0
+    return np.zeros_like(index) if span == 0 else (index - index.min()) / span - 0.5
+
+
+def scan_design(centred: Tensor, time: Tensor | None, drift_order: int) -> Tensor:
+    """Phi (N, 2 + drift_order + 1): (u_y, u_x, 1, tau, ..., tau^K); without a time only (u_y, u_x, 1)
+    (drift_order must then be 0)."""
+    if time is None and drift_order > 0:
+        raise ValueError("a drift of order > 0 needs the acquisition time of every pattern")
+    ones = torch.ones_like(centred[:, :1])
+    powers = [ones] if time is None else [time[:, None] ** k for k in range(drift_order + 1)]
+    return torch.cat([centred, *powers], dim=1)
+
+
+def scan_displacement(deformation: Tensor, drift: Tensor, centred: Tensor, time: Tensor | None) -> Tensor:
+    """Displacement (N, 2) of the global model: M u_n + sum_k d_k tau_n^k.
+
+    deformation: M = A - I (2, 2); drift: (K + 1, 2) coefficients d_k; centred: u = r_nom - c (N, 2);
+    time: tau (N,) in [-1/2, 1/2], or None (then only d_0 is allowed).
+    """
+    displacement = centred @ deformation.T + drift[0]
+    if drift.shape[0] > 1:
+        if time is None:
+            raise ValueError("a drift of order > 0 needs the acquisition time of every pattern")
+        powers = torch.stack([time**k for k in range(1, drift.shape[0])], dim=1)  # (N, K)
+        displacement = displacement + powers @ drift[1:]
+    return displacement
+
+
+def coefficients(deformation: Tensor, drift: Tensor) -> Tensor:
+    """theta (2, P) of the design-matrix form: theta[a] = (M[a, y], M[a, x], d_0[a], ..., d_K[a])."""
+    return torch.cat([deformation, drift.T], dim=1)
+
+
+def split_coefficients(theta: Tensor) -> tuple[Tensor, Tensor]:
+    """(M (2, 2), drift (K + 1, 2)) from theta (2, P); inverse of ``coefficients``."""
+    return theta[:, :2], theta[:, 2:].T
+
+
+def global_step(gram: Tensor, rhs: Tensor, design: Tensor, damping: float = 1e-9) -> Tensor:
+    """Gauss-Newton step of theta (2, P) from per-position normal equations.
+
+    Each position n has a 2×2 system G_n delta_n = g_n for its own shift; the shift is delta_n = J_n dtheta with
+    J_n = I_2 ⊗ Phi_n, so the global step solves (sum_n J_n^T G_n J_n + damping·diag) dtheta = sum_n J_n^T g_n:
+    a (2P × 2P) system, Levenberg-damped relative to its diagonal (damping also keeps columns the batch
+    cannot determine, e.g. the affine over a compact group, from blowing up). gram (N, 2, 2), rhs (N, 2),
+    design (N, P) -> (2, P).
+    """
+    n_params = design.shape[1]
+    dtype = torch.float64
+    g, r, phi = gram.to(dtype), rhs.to(dtype), design.to(dtype)
+    normal = torch.einsum("nab,ni,nj->aibj", g, phi, phi).reshape(2 * n_params, 2 * n_params)
+    right = torch.einsum("na,ni->ai", r, phi).reshape(2 * n_params)
+    diagonal = normal.diagonal()
+    floor = 1e-12 * diagonal.sum() + torch.finfo(dtype).tiny
+    normal = normal + torch.diag(damping * diagonal + floor)
+    return torch.linalg.solve(normal, right).reshape(2, n_params).to(design.dtype)
+
+
+def least_squares_fit(displacement: Tensor, design: Tensor) -> Tensor:
+    """theta (2, P) minimising sum_n |displacement_n - theta Phi_n|^2 (displacement (N, 2), design (N, P))."""
+    solution = torch.linalg.lstsq(design.to(torch.float64), displacement.to(torch.float64)).solution  # (P, 2)
+    return solution.T.to(displacement.dtype)
