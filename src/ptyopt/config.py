@@ -283,6 +283,16 @@ class ReconstructionConfig(StrictModel):
 
         return parse_constraints(value or {})
 
+    @model_validator(mode="after")
+    def _scan_model_fit_has_a_model(self) -> ReconstructionConfig:
+        opt = self.optimize
+        if "scan_model_fit" in self.constraints and opt.scan_affine.start_iter is None and (
+                opt.scan_drift.start_iter is None):
+            raise ConfigError("constraints.scan_model_fit moves the offsets into the global scan model, but neither "
+                              "optimize.scan_affine nor optimize.scan_drift is refined; give one a start_iter or "
+                              "remove the constraint")
+        return self
+
 
 def _fields_at(model: type[StrictModel], loc: tuple) -> list[str]:
     """Valid keys of the (nested) model at a pydantic error location, for suggestions."""

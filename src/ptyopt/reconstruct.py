@@ -47,6 +47,8 @@ def result_from_state(problem: Problem, state: dict[str, torch.Tensor], history:
         offsets_ang = scan.total_displacement_px(state).cpu().double().numpy() * geometry.dx_ang
         drift = scan.drift_terms(state["scan_drift_px"]).cpu().double().numpy() * geometry.dx_ang
         deformation = state["scan_affine"].cpu().double().numpy()
+        indices = torch.arange(len(geometry.nominal_positions_ang), device=problem.device)
+        global_ang = scan.displacement(state, indices).cpu().double().numpy() * geometry.dx_ang
     centre_ang = geometry.nominal_positions_ang.mean(axis=0)
     occupancy = state["occupancy"].detach().abs().cpu().numpy()
     return ReconstructionResult(
@@ -64,7 +66,7 @@ def result_from_state(problem: Problem, state: dict[str, torch.Tensor], history:
         config=config_yaml,
         seed=problem.config.seed,
         scan=GlobalScan(affine_matrix=np.eye(2) + deformation, drift_ang=drift, centre_ang=centre_ang,
-                        acquisition_time=geometry.acquisition_time),
+                        displacement_ang=global_ang, acquisition_time=geometry.acquisition_time),
     )
 
 

@@ -214,8 +214,9 @@ def _position_metrics(result: ReconstructionResult, dataset: Dataset4D, notes: l
     if truth_positions is None:
         notes.append("position errors skipped: the truth holds no positions matching the result's")
         return {key: None for key in ("position_rms_error_ang", "position_rms_error_centred_ang",
-                                      "position_mean_offset_ang", "nominal_rms_error_ang",
-                                      "nominal_rms_error_centred_ang")}
+                                      "position_mean_offset_ang", "position_rms_error_affine_ang",
+                                      "nominal_rms_error_ang", "nominal_rms_error_centred_ang",
+                                      "nominal_rms_error_affine_ang")}
     return position_errors(result.positions_ang, truth_positions, result.nominal_positions_ang)
 
 

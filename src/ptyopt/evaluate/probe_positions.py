@@ -70,6 +70,14 @@ def _rms(displacement: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.sum(displacement**2, axis=1))))
 
 
+def _without_affine(displacement: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """The displacement (N, 2) minus its least-squares affine fit B [r_n - mean r, 1] over the positions reference
+    (N, 2): what no scan-coil affine error (with translation) explains."""
+    design = np.column_stack([reference - reference.mean(axis=0), np.ones(len(reference))])
+    fit, *_ = np.linalg.lstsq(design, displacement, rcond=None)
+    return displacement - design @ fit
+
+
 def position_errors(
     positions_ang: np.ndarray,
     true_positions_ang: np.ndarray,
@@ -78,9 +86,11 @@ def position_errors(
     """RMS (over positions) of the 2-D distance between positions (N, 2) and the true ones (N, 2) [Å].
 
     position_rms_error_ang: as they are; position_rms_error_centred_ang: after removing the mean displacement
-    position_mean_offset_ang (y, x), the global translation that ptychography does not determine. With the
-    nominal positions (N, 2): nominal_rms_error_ang and nominal_rms_error_centred_ang, the same for the scan as
-    commanded (the error the refinement started from).
+    position_mean_offset_ang (y, x), the global translation that ptychography does not determine;
+    position_rms_error_affine_ang: after removing the best affine map of the error (translation, rotation,
+    scale, shear: the part a scan-coil calibration explains), i.e. the local errors. With the nominal positions
+    (N, 2): nominal_rms_error_ang, nominal_rms_error_centred_ang and nominal_rms_error_affine_ang, the same for
+    the scan as commanded (the error the refinement started from).
     """
     positions = np.asarray(positions_ang, dtype=np.float64)
     truth = np.asarray(true_positions_ang, dtype=np.float64)
@@ -92,6 +102,7 @@ def position_errors(
         "position_rms_error_ang": _rms(displacement),
         "position_rms_error_centred_ang": _rms(displacement - offset),
         "position_mean_offset_ang": [float(offset[0]), float(offset[1])],
+        "position_rms_error_affine_ang": _rms(_without_affine(displacement, truth)),
     }
     if nominal_positions_ang is not None:
         nominal = np.asarray(nominal_positions_ang, dtype=np.float64)
@@ -100,4 +111,5 @@ def position_errors(
         nominal_displacement = nominal - truth
         out["nominal_rms_error_ang"] = _rms(nominal_displacement)
         out["nominal_rms_error_centred_ang"] = _rms(nominal_displacement - nominal_displacement.mean(axis=0))
+        out["nominal_rms_error_affine_ang"] = _rms(_without_affine(nominal_displacement, truth))
     return out

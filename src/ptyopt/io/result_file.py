@@ -22,23 +22,17 @@ def snapshot_path(out_dir: Path, iteration: int) -> Path:
 
 @dataclass
 class GlobalScan:
-    """The fitted global scan model (``physics.scan``) in Å: affine_matrix A = I + M (2, 2) about centre_ang
-    (y, x), drift_ang (K + 1, 2) coefficients of tau^k (row 0 a translation, row 1 the drift over the whole
-    acquisition), acquisition_time (N,) tau of each position in [-1/2, 1/2] or None (scan of unknown order)."""
+    """The fitted global scan model (``model.scan_model``) in Å: affine_matrix A = I + M (2, 2) about centre_ang
+    (y, x); drift_ang (K + 1, 2): d_0 a translation, d_k the coefficient of the drift basis q_k (tau^k without its
+    affine part; d_1 = the drift over the whole acquisition for a linear drift); acquisition_time (N,) tau in
+    [-1/2, 1/2] or None (scan of unknown order); displacement_ang (N, 2): the model's displacement of each
+    nominal position (the per-position offsets come on top)."""
 
     affine_matrix: np.ndarray
     drift_ang: np.ndarray
     centre_ang: np.ndarray
+    displacement_ang: np.ndarray
     acquisition_time: np.ndarray | None = None
-
-    def displacement_ang(self, nominal_positions_ang: np.ndarray) -> np.ndarray:
-        """The global model's displacement (N, 2) [Å] of the nominal positions."""
-        displacement = (nominal_positions_ang - self.centre_ang) @ (self.affine_matrix - np.eye(2)).T
-        displacement = displacement + self.drift_ang[0]
-        if self.acquisition_time is not None:
-            for k in range(1, len(self.drift_ang)):
-                displacement = displacement + self.acquisition_time[:, None] ** k * self.drift_ang[k]
-        return displacement
 
 
 @dataclass
@@ -105,6 +99,7 @@ def _write_result_file(tmp: Path, result: ReconstructionResult) -> None:
             scan.create_dataset("affine_matrix", data=result.scan.affine_matrix)
             scan.create_dataset("drift_ang", data=result.scan.drift_ang)
             scan.create_dataset("centre_ang", data=result.scan.centre_ang)
+            scan.create_dataset("displacement_ang", data=result.scan.displacement_ang)
             if result.scan.acquisition_time is not None:
                 scan.create_dataset("acquisition_time", data=result.scan.acquisition_time)
         history = f.create_group("history")
@@ -150,4 +145,5 @@ def _read_result_file(path: Path) -> ReconstructionResult:
 def _read_scan(group: h5py.Group) -> GlobalScan:
     time = group.get("acquisition_time")
     return GlobalScan(affine_matrix=group["affine_matrix"][()], drift_ang=group["drift_ang"][()],
-                      centre_ang=group["centre_ang"][()], acquisition_time=None if time is None else time[()])
+                      centre_ang=group["centre_ang"][()], displacement_ang=group["displacement_ang"][()],
+                      acquisition_time=None if time is None else time[()])

@@ -60,7 +60,7 @@ class ForwardModel:
                  fixed_propagators: bool, device: torch.device | str, real_dtype: torch.dtype, compile: bool = False):
         self.config = config
         self.geometry = geometry
-        self.scan = ScanModel(geometry, dtype=real_dtype, device=device)
+        self.scan = ScanModel(geometry, config.scan_drift_order, dtype=real_dtype, device=device)
         self.ky, self.kx = frequency_grid(geometry.window_px, geometry.dx_ang, dtype=real_dtype, device=device)
         self._core = torch.compile(forward_intensities, dynamic=False) if compile else forward_intensities
         self._fixed: Tensor | None = None

@@ -10,38 +10,42 @@ import torch
 from torch import Tensor
 
 from ptyopt.model.state import Geometry
-from ptyopt.physics.scan import scan_design, scan_displacement
+from ptyopt.physics.scan import coefficients, orthogonal_drift_design, scan_design
 
 GLOBAL_KEYS: tuple[str, ...] = ("scan_affine", "scan_drift_px")
 
 
 class ScanModel:
-    """r_n = r_nom,n + M (r_nom,n - c) + sum_k d_k tau_n^k + o_n in object pixels (``physics.scan``).
+    """r_n = r_nom,n + M (r_nom,n - c) + d_0 + sum_k d_k q_k(n) + o_n in object pixels (``physics.scan``).
 
-    c is the centroid of the nominal centres; tau the acquisition time (None for a scan of unknown order: only
-    d_0 then acts). Centres are clamped so every window stays on the canvas: a position refined past the
-    canvas margin (``model.object_margin_px``) stops at its edge instead of wrapping the probe to the other side.
+    c is the centroid of the nominal centres; q_k the drift basis: tau^k made orthogonal to the affine and the
+    lower powers over this scan (``physics.scan.orthogonal_drift_design``); tau the acquisition time (None for a
+    scan of unknown order: only d_0 then acts). Centres are clamped so every window stays on the canvas: a
+    position refined past the canvas margin (``model.object_margin_px``) stops at its edge instead of wrapping
+    the probe to the other side.
     """
 
-    def __init__(self, geometry: Geometry, *, dtype: torch.dtype, device: torch.device | str):
+    def __init__(self, geometry: Geometry, drift_order: int, *, dtype: torch.dtype, device: torch.device | str):
         self.nominal_px = torch.as_tensor(geometry.nominal_centres_px, dtype=dtype, device=device)
         self.centred_px = self.nominal_px - self.nominal_px.mean(dim=0)
         time = geometry.acquisition_time
         self.time = None if time is None else torch.as_tensor(time, dtype=dtype, device=device)
+        self.drift_order = drift_order if time is not None else 0  # the drift terms that act
+        raw = scan_design(self.centred_px.double(), None if self.time is None else self.time.double(), self.drift_order)
+        self.design_all = orthogonal_drift_design(raw).to(dtype)  # (N, 3 + K)
         half = torch.tensor([w // 2 for w in geometry.window_px], dtype=dtype, device=device)
         self.low_px = half
         self.high_px = torch.tensor(geometry.canvas_px, dtype=dtype, device=device) - torch.tensor(
             geometry.window_px, dtype=dtype, device=device) + half
 
     def drift_terms(self, drift: Tensor) -> Tensor:
-        return drift if self.time is not None else drift[:1]
+        """The drift coefficients (K' + 1, 2) that act (all, or d_0 alone without acquisition times)."""
+        return drift[: self.drift_order + 1]
 
     def displacement(self, state: dict[str, Tensor], indices: Tensor) -> Tensor:
-        """Global model's displacement (B, 2) [px] of the positions ``indices``."""
-        dtype = state["scan_affine"].dtype
-        time = None if self.time is None else self.time[indices].to(dtype)
-        return scan_displacement(state["scan_affine"], self.drift_terms(state["scan_drift_px"]),
-                                 self.centred_px[indices].to(dtype), time)
+        """Global model's displacement (B, 2) [px] of the positions ``indices``: Phi_n theta."""
+        theta = coefficients(state["scan_affine"], self.drift_terms(state["scan_drift_px"]))
+        return self.design_all[indices].to(theta.dtype) @ theta.T
 
     def clamp(self, centres: Tensor) -> Tensor:
         return torch.maximum(torch.minimum(centres, self.high_px), self.low_px)
@@ -59,7 +63,6 @@ class ScanModel:
         clamped = self.clamp(centres)
         return torch.where(clamped == centres, total, clamped - self.nominal_px)
 
-    def design(self, indices: Tensor, drift_order: int) -> Tensor:
-        """Phi (B, 2 + K' + 1) of ``physics.scan`` (K' = drift_order, or 0 without acquisition times)."""
-        time = None if self.time is None else self.time[indices]
-        return scan_design(self.centred_px[indices], time, drift_order if self.time is not None else 0)
+    def design(self, indices: Tensor) -> Tensor:
+        """Phi (B, 3 + K') of the positions ``indices`` (columns u_y, u_x, 1, q_1, ..., q_K')."""
+        return self.design_all[indices]

@@ -57,6 +57,30 @@ def scan_design(centred: Tensor, time: Tensor | None, drift_order: int) -> Tenso
     return torch.cat([centred, *powers], dim=1)
 
 
+def orthogonal_drift_design(design: Tensor) -> Tensor:
+    """The design (N, 3 + K) with each drift column tau^k (k >= 1, columns 3...) replaced by its part orthogonal to
+    every column before it (Gram-Schmidt over the N positions, in float64).
+
+    On a raster scan tau is almost an affine function of the position (tau ≈ u_y / (Ny step) plus a small
+    saw-tooth within each row), so raw drift coefficients and the affine are nearly degenerate: a fit trades
+    them against each other in huge, cancelling amounts. Orthogonal columns make every coefficient well defined:
+    the affine takes whatever an affine map explains, drift coefficient k what only time order explains. On an
+    ideal raster (no fly-back time) tau is exactly affine in the position, so a linear drift IS an affine
+    distortion: its column is zero (d_1 cannot act) and the affine reports it; quadratic and higher drift, and
+    linear drift of a scan whose time is not affine in position, stay with the drift.
+    """
+    columns = list(design.to(torch.float64).unbind(dim=1))
+    for k in range(3, len(columns)):
+        size = torch.linalg.vector_norm(columns[k])
+        for j in range(k):
+            norm2 = torch.dot(columns[j], columns[j])
+            if norm2 > 0:
+                columns[k] = columns[k] - torch.dot(columns[j], columns[k]) / norm2 * columns[j]
+        if torch.linalg.vector_norm(columns[k]) <= 1e-6 * size:
+            columns[k] = torch.zeros_like(columns[k])  # nothing beyond the affine: this drift term cannot act
+    return torch.stack(columns, dim=1).to(design.dtype)
+
+
 def scan_displacement(deformation: Tensor, drift: Tensor, centred: Tensor, time: Tensor | None) -> Tensor:
     """Displacement (N, 2) of the global model: M u_n + sum_k d_k tau_n^k.
 

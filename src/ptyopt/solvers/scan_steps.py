@@ -32,6 +32,7 @@ class PositionRefinement:
 
     @classmethod
     def of(cls, active: dict[str, bool], drift_order: int) -> PositionRefinement:
+        """From an iteration plan's active tensors; drift_order: the model's (rows of scan_drift_px - 1)."""
         return cls(active.get("positions", False), active.get("scan_affine", False), active.get("scan_drift", False),
                    drift_order)
 
@@ -56,11 +57,11 @@ def split_position_step(scan: ScanModel, indices: Tensor, gram: Tensor, rhs: Ten
     steps: dict[str, Tensor] = {}
     moved = torch.zeros_like(per_position)
     if refine.global_model:
-        order = refine.drift_order if scan.time is not None else 0
+        order = scan.drift_order
         columns = ([0, 1] if refine.affine else []) + ([2 + k for k in range(order + 1)] if refine.drift else [])
-        design = scan.design(indices, order)[:, columns]
+        design = scan.design(indices)[:, columns]
         step = global_step(gram, rhs, design, damping)  # (2, P_active)
-        everywhere = scan.design(torch.arange(len(scan.nominal_px), device=indices.device), order)[:, columns]
+        everywhere = scan.design_all[:, columns]
         largest = float((everywhere @ step.T).abs().max())
         if largest > max_shift_px:
             step = step * (max_shift_px / largest)

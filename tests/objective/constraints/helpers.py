@@ -57,7 +57,7 @@ def make_scan_model() -> ScanModel:
     """The global scan model of the raster SCAN_SHAPE (0.5 Å steps and pixels), acquired in raster order."""
     n = SCAN_SHAPE[0] * SCAN_SHAPE[1]
     geometry = make_geometry(raster_positions_ang(SCAN_SHAPE, 0.5), 16, 0.5, 0.0197, 2, np.arange(n))
-    return ScanModel(geometry, dtype=torch.float64, device="cpu")
+    return ScanModel(geometry, 1, dtype=torch.float64, device="cpu")
 
 
 def snapshot(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -50,7 +50,7 @@ class PositionRecenter(Constraint):
 class ScanModelFit(Constraint):
     """Moves what the global scan model can express out of the per-position offsets and into the model.
 
-    theta* = argmin sum_n |o_n - Phi_n theta|^2 over the global parts refined at this iteration (``physics.scan``;
+    theta* = argmin sum_n |o_n - Phi_n theta|^2 over the global parts refined at this iteration (``ScanModel``;
     affine and/or drift), then theta += theta*, o_n -= Phi_n theta*: every position stays where it is, and the
     offsets keep only the part no affine map or drift explains (orthogonal to the model, zero mean when the
     drift's translation is refined), so the two do not trade. shrink then pulls the remaining offsets toward
@@ -69,9 +69,9 @@ class ScanModelFit(Constraint):
         scan = ctx.scan_model
         affine, drift = "scan_affine" in ctx.refined, "scan_drift" in ctx.refined
         if scan is not None and (affine or drift) and "positions" in ctx.refined:
-            order = state["scan_drift_px"].shape[0] - 1 if scan.time is not None else 0
+            order = scan.drift_order
             columns = ([0, 1] if affine else []) + ([2 + k for k in range(order + 1)] if drift else [])
-            design = scan.design(torch.arange(len(offsets), device=offsets.device), order)[:, columns].to(offsets.dtype)
+            design = scan.design_all[:, columns].to(offsets.dtype)
             theta = least_squares_fit(offsets, design)  # (2, P_active)
             full = torch.zeros(2, 2 + order + 1, dtype=theta.dtype, device=theta.device)
             full[:, columns] = theta
