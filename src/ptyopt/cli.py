@@ -213,7 +213,8 @@ def simulate(
     spec = with_overrides(
         get_preset(preset), seed=seed, scan_shape=scan_shape, step_ang=step_ang, thickness_uc=thickness_uc,
         recon_slices=recon_slices, defocus_ang=defocus_ang, tilt_mrad=tilt, frozen_phonons=phonons,
-        position_jitter_ang=jitter_ang, drift_ang=drift, scan_affine=affine, focal_spread_ang=focal_spread_ang, source_size_ang=source_size_ang,
+        position_jitter_ang=jitter_ang, drift_ang=drift, scan_affine=affine, focal_spread_ang=focal_spread_ang,
+        source_size_ang=source_size_ang,
         dose_e_per_ang2=dose,
     )
     if noise_free:
@@ -256,6 +257,15 @@ def _report(run) -> None:
     console.print(f"results in {run.out_dir}:")
     for label, path in run.files.items():
         console.print(f"  {label:>16}: {path.name}")
+    import numpy as np
+
+    scan = run.result.scan
+    if scan is not None and (np.any(scan.affine_matrix != np.eye(2)) or np.any(scan.drift_ang != 0)):
+        a = scan.affine_matrix
+        console.print(f"global scan model: A = [[{a[0, 0]:.5f}, {a[0, 1]:.5f}], [{a[1, 0]:.5f}, {a[1, 1]:.5f}]] "
+                      f"(y, x) about ({scan.centre_ang[0]:.2f}, {scan.centre_ang[1]:.2f}) Å; drift [Å] " + ", ".join(
+                          f"d{k} ({d[0]:.4f}, {d[1]:.4f})" for k, d in enumerate(scan.drift_ang))
+                      + f"; largest displacement {np.abs(scan.displacement_ang).max():.3f} Å")
     if run.metrics:
         console.print("against the truth: " + ", ".join(
             f"{k} {v:.4g}" for k, v in run.metrics.items() if k in ("pearson_r", "rmse_rad", "nrmse")))

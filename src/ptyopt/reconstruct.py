@@ -83,15 +83,28 @@ def metrics_against_truth(phase_slices: np.ndarray, occupancy: np.ndarray, origi
 
 
 def truth_metrics_fn(problem: Problem):
-    """Metrics of the slice-summed phase against the truth, or None when the data carry no truth."""
+    """Metrics of the slice-summed phase against the truth (and of the positions, when the truth holds them), or
+    None when the data carry no truth."""
+    from ptyopt.evaluate.probe_positions import position_errors
+
     if problem.dataset.truth is None:
         return None
     geometry, margin = problem.geometry, problem.config.output.metric_margin_ang
 
+    true_positions = problem.dataset.truth.positions_ang
+    if true_positions is not None and len(true_positions) != len(geometry.nominal_positions_ang):
+        true_positions = None
+
     def metrics(state: dict[str, torch.Tensor]) -> dict[str, float]:
-        return metrics_against_truth(state["object_phase"].detach().cpu().numpy(),
-                                     state["occupancy"].detach().cpu().numpy(), geometry.origin_ang,
-                                     geometry.dx_ang, problem.dataset, margin)
+        values = metrics_against_truth(state["object_phase"].detach().cpu().numpy(),
+                                       state["occupancy"].detach().cpu().numpy(), geometry.origin_ang,
+                                       geometry.dx_ang, problem.dataset, margin)
+        if true_positions is not None:  # the refined positions' errors (translation / best affine removed)
+            with torch.no_grad():
+                moved = problem.model.scan.total_displacement_px(state).cpu().double().numpy() * geometry.dx_ang
+            errors = position_errors(geometry.nominal_positions_ang + moved, true_positions)
+            values.update({k: errors[k] for k in ("position_rms_error_centred_ang", "position_rms_error_affine_ang")})
+        return values
 
     return metrics
 
@@ -113,6 +126,7 @@ def write_outputs(problem: Problem, result: ReconstructionResult, out_dir: Path,
     truth_positions = dataset.truth.positions_ang if dataset.truth is not None else None
     figs.save_positions_figure(files["positions_png"], result.nominal_positions_ang, result.positions_ang,
                                truth_positions)
+    figs.save_scan_model_figure(files["scan_model_png"], result.nominal_positions_ang, result.scan)
     loss_keys = [k for k in result.history if k == "total" or k in problem.config.loss]
     figs.save_loss_figure(files["loss_png"], {k: list(result.history[k]) for k in loss_keys},
                           list(result.history.get("iteration", [])))
@@ -127,7 +141,7 @@ RUN_FILES = (RESULT_NAME, CHECKPOINT_NAME)  # a folder holding one of these hold
 # what write_outputs writes beside result.h5 (label -> file name); --overwrite removes these, nothing else
 SUMMARY_FILES = {"config": "config.yaml", "phase_sum_tiff": "phase_sum.tif", "phase_stack_tiff": "phase_stack.tif",
                  "object_png": "object_phase.png", "probe_png": "probe.png", "positions_png": "positions.png",
-                 "loss_png": "loss.png", "metrics": "metrics.json"}
+                 "scan_model_png": "scan_model.png", "loss_png": "loss.png", "metrics": "metrics.json"}
 OUTPUT_NAMES = (*RUN_FILES, *(f"{name}.sha256" for name in RUN_FILES), *SUMMARY_FILES.values())
 
 

@@ -107,7 +107,7 @@ def test_orthogonal_design_spans_the_raw_design():
     torch.testing.assert_close(orthogonal @ fit.T, target, rtol=1e-9, atol=1e-9)
 
 
-def test_gradients_of_the_global_parameters_match_finite_differences(make_problem):
+def test_gradients_of_the_global_parameters_match_finite_differences(make_problem):  # noqa: F811
     problem = make_problem(n_slices=2, scan_drift_order=2)
     state = {k: v.clone() for k, v in problem.initial_state.items()}
     g = torch.Generator().manual_seed(2)
@@ -152,3 +152,48 @@ def test_refined_positions_never_wrap_the_probe_or_leave_the_canvas():
     assert shift.abs().max() <= 0.5
     total = scan.total_displacement_px(state)
     torch.testing.assert_close(scan.nominal_px + total, scan.centres_px(state, torch.arange(n)))
+
+
+def test_position_errors_after_removing_the_best_affine():
+    from ptyopt.evaluate.probe_positions import position_errors
+
+    nominal = raster_positions_ang((8, 8), 0.5)
+    distorted = nominal + (nominal - nominal.mean(0)) @ (affine_matrix(20.0, 0.03, 0.01) - np.eye(2)).T + [0.4, -0.2]
+    errors = position_errors(nominal, distorted, nominal)
+    assert errors["position_rms_error_centred_ang"] > 0.02
+    assert errors["position_rms_error_affine_ang"] < 1e-12  # an affine error is all explained
+    jitter = np.random.default_rng(0).normal(scale=0.05, size=nominal.shape)
+    noisy = position_errors(nominal, distorted + jitter, nominal)
+    assert 0.8 * 0.05 * np.sqrt(2) < noisy["position_rms_error_affine_ang"] < 1.1 * 0.05 * np.sqrt(2)
+    assert noisy["nominal_rms_error_affine_ang"] == noisy["position_rms_error_affine_ang"]
+
+
+def test_simulate_refuses_a_malformed_distortion_option(tmp_path):
+    from typer.testing import CliRunner
+
+    from ptyopt.cli import app
+
+    for option, value in (("--drift-ang", "1.0"), ("--scan-affine", "10,0.02"), ("--drift-ang", "a,b")):
+        result = CliRunner().invoke(app, ["simulate", "--preset", "sto-tiny", "--out", str(tmp_path / "x.h5"),
+                                          f"{option}={value}"])
+        assert result.exit_code == 2, result.output
+        assert option in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_the_global_scan_model_round_trips_through_result_h5(tmp_path):
+    from ptyopt.io.result_file import GlobalScan, ReconstructionResult, read_result, write_result
+
+    n = 6
+    scan = GlobalScan(affine_matrix=np.array([[1.01, 0.02], [-0.01, 0.99]]), drift_ang=np.array([[0.1, 0.2],
+                      [0.3, -0.4], [0.05, 0.0]]), centre_ang=np.array([1.0, 2.0]),
+                      displacement_ang=np.arange(2 * n, dtype=float).reshape(n, 2),
+                      acquisition_time=np.linspace(-0.5, 0.5, n))
+    result = ReconstructionResult(
+        object_phase=np.zeros((1, 1, 4, 4), np.float32), object_amplitude=np.ones((1, 1, 4, 4), np.float32),
+        occupancy=np.ones(1), probe=np.ones((1, 4, 4), np.complex64), positions_ang=np.zeros((n, 2)),
+        nominal_positions_ang=np.zeros((n, 2)), tilts_mrad=np.zeros((1, 2)), slice_thickness_ang=np.ones(1),
+        dx_ang=0.5, origin_ang=(0.0, 0.0), scan=scan)
+    back = read_result(write_result(tmp_path / "result.h5", result)).scan
+    for name in ("affine_matrix", "drift_ang", "centre_ang", "displacement_ang", "acquisition_time"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(scan, name))

@@ -15,8 +15,9 @@ import numpy as np  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 from scipy.spatial import cKDTree  # noqa: E402
 
-from ptyopt.errors import DataError  # noqa: E402
+from ptyopt.errors import DataError
 from ptyopt.evaluate.phase_metrics import align_phase, phase_error_metrics  # noqa: E402
+from ptyopt.io.result_file import GlobalScan  # noqa: E402
 
 _DPI = 110
 
@@ -194,4 +195,37 @@ def save_comparison_figure(
         f"RMSE {metrics['rmse_rad']:.4g} rad, NRMSE {metrics['nrmse']:.3g}, r {metrics['pearson_r']:.4f}, "
         f"PSNR {metrics['psnr_db']:.2f} dB, shift ({shift[0]:.2f}, {shift[1]:.2f}) px"
     )
+    return save_figure(fig, path)
+
+
+def save_scan_model_figure(path: str | Path, nominal_ang: np.ndarray, scan: GlobalScan) -> Path:
+    """The global scan model: left, the nominal grid (N, 2) [Å] and the grid the model maps it to (its
+    displacement exaggerated so the largest spans 40% of a step; factor in the title) with A and the drift
+    printed; right, the model's displacement (y, x) [Å] against acquisition time (when the order is known)."""
+    nominal = np.asarray(nominal_ang, dtype=np.float64)
+    moved = np.asarray(scan.displacement_ang, dtype=np.float64)
+    largest = float(np.abs(moved).max()) if moved.size else 0.0
+    scale = 0.4 * _typical_spacing(nominal) / largest if largest > 0 else 1.0
+    fig, (grid, time) = plt.subplots(1, 2, figsize=(11.0, 5.0), constrained_layout=True)
+    grid.scatter(nominal[:, 1], nominal[:, 0], s=5, color="0.6", label="nominal")
+    shown = nominal + scale * moved
+    grid.scatter(shown[:, 1], shown[:, 0], s=5, color="tab:blue", label=f"global model (×{scale:.3g})")
+    a = scan.affine_matrix
+    grid.set_title(f"A = [[{a[0, 0]:.4f}, {a[0, 1]:.4f}], [{a[1, 0]:.4f}, {a[1, 1]:.4f}]] (y, x)\n"
+                   f"displacement ×{scale:.3g}, largest {largest:.3g} Å", fontsize=9)
+    grid.invert_yaxis()
+    grid.set_aspect("equal")
+    grid.legend(loc="upper right", fontsize=8)
+    grid.set(xlabel="x (Å)", ylabel="y (Å)")
+    if scan.acquisition_time is not None:
+        order = np.argsort(scan.acquisition_time)
+        for axis, label in enumerate(("y", "x")):
+            time.plot(scan.acquisition_time[order], moved[order, axis], lw=0.8, label=f"displacement {label}")
+        drift = ", ".join(f"d{k} = ({d[0]:.3g}, {d[1]:.3g})" for k, d in enumerate(scan.drift_ang))
+        time.set_title(f"global displacement vs acquisition time\ndrift coefficients [Å]: {drift}", fontsize=9)
+        time.set(xlabel="acquisition time τ (first −1/2, last +1/2)", ylabel="Å")
+        time.legend(fontsize=8)
+    else:
+        time.text(0.5, 0.5, "acquisition order unknown: no drift", ha="center", va="center")
+        time.set_axis_off()
     return save_figure(fig, path)
