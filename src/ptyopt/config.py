@@ -162,6 +162,19 @@ class SolverStage(StrictModel):
     )
 
 
+class ScanSearchConfig(StrictModel):
+    """Coarse stage of position refinement (``solvers.scan_search``): coordinated searches of the global scan
+    affine, the object carried along, at iterations start_iter, start_iter + every, ... before end_iter (after
+    the solver's update, before the constraints). Needs optimize.scan_affine refined at those iterations."""
+
+    start_iter: int = Field(2, ge=1, description="first iteration with a search (after the object has formed)")
+    end_iter: int | None = Field(None, ge=2, description="iteration from which no search runs (exclusive)")
+    every: int = Field(1, ge=1, description="iterations between searches")
+    passes: int = Field(2, ge=1, description="search passes per iteration (each 10 forward passes)")
+    probe_step: float = Field(0.01, gt=0, le=0.1, description="trial change h of each affine shape per pass")
+    max_step: float = Field(0.02, gt=0, le=0.1, description="largest change of each affine shape per pass")
+
+
 class SolverConfig(StrictModel):
     """The optimiser and the batch loop. ``name``/``options``/``lr_scheduler`` are the first solver (stage 0, from
     iteration 1); ``switch`` lists later solvers, e.g. Adam first, then L-BFGS to polish."""
@@ -188,6 +201,8 @@ class SolverConfig(StrictModel):
         "before the run stops as diverged"
     )
     nan_lr_factor: float = Field(0.5, gt=0, lt=1, description="NaN guard: learning-rate factor per rollback")
+    scan_search: ScanSearchConfig | None = Field(
+        None, description="coordinated searches of the global scan affine (coarse position stage); null = none")
 
     @property
     def stages(self) -> list[SolverStage]:
@@ -286,6 +301,11 @@ class ReconstructionConfig(StrictModel):
     @model_validator(mode="after")
     def _scan_model_fit_has_a_model(self) -> ReconstructionConfig:
         opt = self.optimize
+        search = self.solver.scan_search
+        if search is not None and not opt.scan_affine.refined_within(search.start_iter, search.end_iter):
+            raise ConfigError("solver.scan_search changes the global scan affine, but optimize.scan_affine is not "
+                              "refined while it runs; give optimize.scan_affine a start_iter (<= "
+                              f"{search.start_iter}) or remove solver.scan_search")
         if "scan_model_fit" in self.constraints and opt.scan_affine.start_iter is None and (
                 opt.scan_drift.start_iter is None):
             raise ConfigError("constraints.scan_model_fit moves the offsets into the global scan model, but neither "

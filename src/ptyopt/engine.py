@@ -30,6 +30,7 @@ from ptyopt.problem import Problem
 from ptyopt.progress import progress_bar
 from ptyopt.solvers import Batch, IterationPlan, SolverContext, TrainingSet, make_solver
 from ptyopt.solvers.checks import check_config, stage_path
+from ptyopt.solvers.scan_search import CoordinatedAffineSearch
 
 
 class Interrupted(PtyoptError):
@@ -100,6 +101,8 @@ class Engine:
             for name, update in self.config.optimize.updates().items()
             if update.start_iter is not None
         }
+        search = self.config.solver.scan_search
+        self.scan_search = None if search is None else CoordinatedAffineSearch(search, problem.model)
         self.stages = self.config.solver.stages
         self.stage = 0
         self.solver = self._make_stage_solver(0)
@@ -169,6 +172,11 @@ class Engine:
         else:
             means = self._mini_batches(iteration)
             self.solver.end_iteration()
+        if self.scan_search is not None and plan.active["scan_affine"] and self.scan_search.active(iteration):
+            before = self.scan_search.evaluations
+            with torch.no_grad():
+                self.scan_search.run(self.state, self.training.chunks(self.config.solver.batch_size))
+            self.solver.forward_evaluations += self.scan_search.evaluations - before
         refined = frozenset(name for name, on in plan.active.items() if on)
         ctx = ConstraintContext(iteration=iteration, refined=refined, **self.context_base)
         with torch.no_grad():

@@ -60,7 +60,7 @@ def test_kill_9_during_position_refinement_then_resume_continues_exactly(tiny_co
     refine = {"probe": {"lr": 1, "start_iter": 2}, "positions": {"lr": 1, "start_iter": 2},
               "scan_affine": {"lr": 1, "start_iter": 1}, "scan_drift": {"lr": 1, "start_iter": 3}}
     config = tiny_config(data={"path": str(affine_dataset_path)}, optimize=refine, model={"scan_drift_order": 2},
-                         solver={"name": solver, "iterations": 6, "batch_size": 16},
+                         solver={"name": solver, "iterations": 6, "batch_size": 16, "scan_search": {"passes": 1}},
                          constraints={"scan_model_fit": {}, "position_recenter": {}})
     reference = run_reconstruction(config, out_dir=tmp_path / "ref", show_progress=False)
     killed = tmp_path / "killed"
@@ -104,3 +104,29 @@ def test_scan_model_fit_without_a_global_tensor_is_a_config_error(tiny_config, t
 
     with pytest.raises(ConfigError, match="scan_model_fit"):
         tiny_config(constraints={"scan_model_fit": {}})
+
+
+def test_the_coordinated_search_recovers_more_of_the_affine_from_a_vacuum_start(tiny_config, affine_dataset_path):
+    """From vacuum and the nominal scan (object, probe, offsets and affine refined by LSQ-ML), adding
+    solver.scan_search brings the positions closer to the truth (translation removed)."""
+    refine = {"probe": {"lr": 1, "start_iter": 2}, "positions": {"lr": 1, "start_iter": 1},
+              "scan_affine": {"lr": 1, "start_iter": 1}}
+    dataset = read_dataset(affine_dataset_path)
+    errors = {}
+    for search in (None, {}):
+        config = tiny_config(data={"path": str(affine_dataset_path)}, optimize=refine,
+                             solver={"name": "lsqml", "iterations": 10, "batch_size": 16, "scan_search": search},
+                             constraints={"scan_model_fit": {}, "position_recenter": {}})
+        run = run_reconstruction(config, overwrite=True, show_progress=False)
+        errors[search is not None] = position_errors(run.result.positions_ang, dataset.truth.positions_ang,
+                                                     run.result.nominal_positions_ang)
+    nominal = errors[True]["nominal_rms_error_centred_ang"]
+    assert errors[True]["position_rms_error_centred_ang"] < 0.5 * nominal
+    assert errors[True]["position_rms_error_centred_ang"] < errors[False]["position_rms_error_centred_ang"]
+
+
+def test_scan_search_without_the_affine_refined_is_a_config_error(tiny_config):
+    from ptyopt.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="scan_search"):
+        tiny_config(solver={"scan_search": {}})

@@ -197,3 +197,41 @@ def test_the_global_scan_model_round_trips_through_result_h5(tmp_path):
     back = read_result(write_result(tmp_path / "result.h5", result)).scan
     for name in ("affine_matrix", "drift_ang", "centre_ang", "displacement_ang", "acquisition_time"):
         np.testing.assert_array_equal(getattr(back, name), getattr(scan, name))
+
+
+def test_warp_image_moves_a_feature_by_the_affine_map_and_zero_is_identity():
+    from ptyopt.physics.scan import warp_image
+
+    yy, xx = torch.meshgrid(torch.arange(48, dtype=F64), torch.arange(48, dtype=F64), indexing="ij")
+    blob = torch.exp(-((yy - 30) ** 2 + (xx - 18) ** 2) / 8)
+    centre = torch.tensor([24.0, 24.0], dtype=F64)
+    torch.testing.assert_close(warp_image(blob, torch.zeros(2, 2, dtype=F64), centre), blob)
+    delta = torch.tensor([[0.05, 0.02], [-0.03, 0.04]], dtype=F64)
+    moved = warp_image(blob, delta, centre)
+    expected = centre + (torch.eye(2, dtype=F64) + delta) @ (torch.tensor([30.0, 18.0], dtype=F64) - centre)
+    weight = moved / moved.sum()
+    found = torch.stack([(weight * yy).sum(), (weight * xx).sum()])
+    torch.testing.assert_close(found, expected, atol=0.05, rtol=0)
+
+
+def test_a_coordinated_move_keeps_positions_and_object_together():
+    from ptyopt.solvers.scan_search import coordinated_state
+
+    geometry = _geometry()
+    scan = ScanModel(geometry, 1, dtype=F64, device="cpu")
+    n = len(geometry.nominal_centres_px)
+    g = torch.Generator().manual_seed(3)
+    state = {"scan_affine": 0.02 * torch.randn(2, 2, generator=g, dtype=F64),
+             "scan_drift_px": torch.randn(2, 2, generator=g, dtype=F64),
+             "position_offsets_px": 0.3 * torch.randn(n, 2, generator=g, dtype=F64),
+             "object_phase": torch.rand(1, 2, *geometry.canvas_px, generator=g, dtype=F64),
+             "object_amplitude": torch.ones(1, 2, *geometry.canvas_px, dtype=F64)}
+    centre = scan.nominal_px.mean(0)
+    delta = torch.tensor([[0.01, -0.02], [0.015, 0.005]], dtype=F64)
+    moved = coordinated_state(state, delta, centre)
+    index = torch.arange(n)
+    before, after = scan.centres_px(state, index), scan.centres_px(moved, index)
+    torch.testing.assert_close(after, centre + (before - centre) @ (torch.eye(2, dtype=F64) + delta).T)
+    same = coordinated_state(state, torch.zeros(2, 2, dtype=F64), centre)
+    for key in state:
+        torch.testing.assert_close(same[key], state[key])

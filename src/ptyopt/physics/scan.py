@@ -22,6 +22,7 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -130,3 +131,21 @@ def least_squares_fit(displacement: Tensor, design: Tensor) -> Tensor:
     """theta (2, P) minimising sum_n |displacement_n - theta Phi_n|^2 (displacement (N, 2), design (N, P))."""
     solution = torch.linalg.lstsq(design.to(torch.float64), displacement.to(torch.float64)).solution  # (P, 2)
     return solution.T.to(displacement.dtype)
+
+
+def warp_image(image: Tensor, deformation: Tensor, centre_px: Tensor) -> Tensor:
+    """The image (..., Y, X) carried along by the affine map r -> c + (I + D)(r - c) of its pixel grid:
+    out(r) = in(c + (I + D)^-1 (r - c)), bicubic, edges extended. deformation: D (2, 2) on (y, x) [px/px];
+    centre_px: c (2,) [px]."""
+    height, width = image.shape[-2:]
+    eye = torch.eye(2, dtype=torch.float64, device=image.device)
+    inverse = torch.linalg.inv(eye + deformation.to(torch.float64))
+    centre = centre_px.to(torch.float64)
+    rows, cols = torch.meshgrid(torch.arange(height, dtype=torch.float64, device=image.device),
+                                torch.arange(width, dtype=torch.float64, device=image.device), indexing="ij")
+    source = (torch.stack([rows, cols], dim=-1) - centre) @ inverse.T + centre
+    grid = torch.stack([2 * source[..., 1] / (width - 1) - 1, 2 * source[..., 0] / (height - 1) - 1], dim=-1)
+    flat = image.reshape(1, -1, height, width)
+    warped = F.grid_sample(flat, grid[None].to(image.dtype), mode="bicubic", padding_mode="border",
+                           align_corners=True)
+    return warped.reshape(image.shape)
