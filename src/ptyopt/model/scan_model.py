@@ -30,6 +30,7 @@ class ScanModel:
         self.centred_px = self.nominal_px - self.nominal_px.mean(dim=0)
         time = geometry.acquisition_time
         self.time = None if time is None else torch.as_tensor(time, dtype=dtype, device=device)
+        self.drift_rows = drift_order + 1  # rows of the state's scan_drift_px
         self.drift_order = drift_order if time is not None else 0  # the drift terms that act
         raw = scan_design(self.centred_px.double(), None if self.time is None else self.time.double(), self.drift_order)
         self.design_all = orthogonal_drift_design(raw).to(dtype)  # (N, 3 + K)

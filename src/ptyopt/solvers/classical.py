@@ -130,7 +130,7 @@ class ExitWaveSolver(MiniBatchSolver):
 
     @property
     def position_refinement(self) -> PositionRefinement:
-        return PositionRefinement.of(self.active, self.state["scan_drift_px"].shape[0] - 1)
+        return PositionRefinement.of(self.active)
 
     def update_positions(self, batch: Batch, waves: MultisliceWaves, occupancy: Tensor) -> None:
         """Gauss-Newton shifts of the batch's positions, split between the global scan model and the offsets

@@ -23,18 +23,16 @@ from ptyopt.physics.scan import global_step, split_coefficients
 
 @dataclass(frozen=True)
 class PositionRefinement:
-    """Which position tensors an update refines: per-position offsets, the affine, the drift (order K)."""
+    """Which position tensors an update refines: per-position offsets, the affine, the drift."""
 
     offsets: bool
     affine: bool
     drift: bool
-    drift_order: int
 
     @classmethod
-    def of(cls, active: dict[str, bool], drift_order: int) -> PositionRefinement:
-        """From an iteration plan's active tensors; drift_order: the model's (rows of scan_drift_px - 1)."""
-        return cls(active.get("positions", False), active.get("scan_affine", False), active.get("scan_drift", False),
-                   drift_order)
+    def of(cls, active: dict[str, bool]) -> PositionRefinement:
+        """From an iteration plan's active tensors (``optimize`` names)."""
+        return cls(active.get("positions", False), active.get("scan_affine", False), active.get("scan_drift", False))
 
     @property
     def any(self) -> bool:
@@ -71,7 +69,7 @@ def split_position_step(scan: ScanModel, indices: Tensor, gram: Tensor, rhs: Ten
         if refine.affine:
             steps["scan_affine"] = deformation
         if refine.drift:
-            drift_step = torch.zeros(refine.drift_order + 1, 2, dtype=step.dtype, device=step.device)
+            drift_step = torch.zeros(scan.drift_rows, 2, dtype=step.dtype, device=step.device)
             drift_step[: drift.shape[0]] = drift
             steps["scan_drift_px"] = drift_step
         moved = design @ step.T

@@ -97,7 +97,7 @@ class SecondOrderSolver(FullBatchSolver):
 
     def start_iteration(self, plan: IterationPlan) -> None:
         super().start_iteration(plan)
-        self.refine = PositionRefinement.of(plan.active, self.state["scan_drift_px"].shape[0] - 1)
+        self.refine = PositionRefinement.of(plan.active)
         self.keys = [STATE_KEY[name] for name, on in plan.active.items() if on and STATE_KEY[name] in (
             *BLOCK_KEYS, "position_offsets_px", "tilts_mrad", *GLOBAL_KEYS)]
         if self.refine.global_model and "position_offsets_px" not in self.keys:
