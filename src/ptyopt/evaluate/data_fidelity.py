@@ -70,6 +70,9 @@ def result_state(result: ReconstructionResult, problem: Problem) -> dict[str, to
         "tilts_mrad": tensor(result.tilts_mrad),
         "slice_thickness_ang": tensor(np.reshape(result.slice_thickness_ang, -1)),
         "occupancy": tensor(np.reshape(result.occupancy, -1)),
+        # the result's positions are final: all of their displacement sits in the offsets
+        "scan_affine": torch.zeros_like(initial["scan_affine"]),
+        "scan_drift_px": torch.zeros_like(initial["scan_drift_px"]),
     }
 
 

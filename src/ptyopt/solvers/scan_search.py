@@ -11,7 +11,8 @@ What: a coordinated move changes the affine by Delta and carries the object alon
 (``physics.scan.warp_image``: every position and the object canvas mapped by r -> c + (I + Delta)(r - c)), so
 the object stays consistent with the positions and the data misfit measures only what the distortion changes.
 Each pass tries ±h along the four shapes of an affine map (isotropic scale, asymmetry, shear, rotation), takes
-the parabola's minimum along each (at most max_step), and keeps the combined move if it lowers the misfit
+the parabola's minimum along each (at most max_step; none where the misfit does not change by more than a
+relative 1e-5, e.g. a rotation under a round probe), and keeps the combined move if it lowers the misfit
 sum_n ||sqrt(I_n) - sqrt(y_n)||^2 over the training positions (10 forward passes per pass; no gradients).
 """
 
@@ -24,6 +25,9 @@ from ptyopt.config import ScanSearchConfig
 from ptyopt.model.forward import ForwardModel
 from ptyopt.physics.scan import warp_image
 from ptyopt.solvers.base import Batch
+
+# relative change of the misfit below which a trial counts as no change (float32 sums over many patterns)
+SIGNIFICANT = 1e-5
 
 SHAPES: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
     "scale": ((1.0, 0.0), (0.0, 1.0)),
@@ -66,7 +70,8 @@ class CoordinatedAffineSearch:
         with torch.no_grad():
             for chunk in chunks:
                 predicted = self.model(state, chunk.index_tensor).intensities
-                total += float(((predicted.clamp(min=0).sqrt() - chunk.meas.clamp(min=0).sqrt()) ** 2).sum())
+                residual = predicted.clamp(min=0).sqrt() - chunk.meas.clamp(min=0).sqrt()
+                total += float((residual.double() ** 2).sum())
                 self.evaluations += len(chunk.indices)
         return total
 
@@ -83,13 +88,16 @@ class CoordinatedAffineSearch:
                 plus = self.misfit(coordinated_state(state, h * shape, self.centre_px), chunks)
                 minus = self.misfit(coordinated_state(state, -h * shape, self.centre_px), chunks)
                 curvature = plus + minus - 2 * here
-                if curvature > 0:
+                tolerance = SIGNIFICANT * here  # below it a change is round-off, and no step is taken
+                if curvature > tolerance:
                     step = h * (minus - plus) / (2 * curvature)
-                else:  # concave or flat along this shape: go to the better side
+                elif here - min(plus, minus) > tolerance:  # concave along this shape: to the better side
                     step = -h if minus < plus else h
+                else:  # flat (e.g. a rotation under a round probe): the data do not say
+                    step = 0.0
                 delta += max(-limit, min(limit, step)) * shape
             trial = coordinated_state(state, delta, self.centre_px)
-            if self.misfit(trial, chunks) >= here:
+            if self.misfit(trial, chunks) >= here * (1 - SIGNIFICANT):
                 break
             with torch.no_grad():
                 for key in ("scan_affine", "scan_drift_px", "position_offsets_px", "object_phase",
