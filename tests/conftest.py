@@ -64,6 +64,34 @@ def perturbed_positions(tiny_dataset_path, tmp_path):
     return path, offsets_px, ds
 
 
+def run_in_subprocess(config, out_dir: Path, *, resume: bool = False, prelude: str = "",
+                      callbacks: str = "[]") -> int:
+    """Run (or resume) ``config`` into out_dir in a fresh Python process, after the Python code ``prelude``, with
+    ``callbacks`` (a Python expression) for the engine and this process's thread count; returns its exit code.
+    Runs compared with each other should all run this way: a fresh process does not round exactly as this one
+    (thread pools), and position refinement can amplify such round-off."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    from ptyopt.config import dump_config
+
+    config_file = out_dir.parent / f"{out_dir.name}-config.yaml"
+    config_file.write_text(dump_config(config))
+    script = "import os, signal\n" + textwrap.dedent(prelude) + textwrap.dedent(f"""
+        from ptyopt.config import load_config
+        from ptyopt.reconstruct import run_reconstruction
+        run_reconstruction(load_config({str(config_file)!r}), out_dir={str(out_dir)!r}, show_progress=False,
+                           resume={resume}, callbacks={callbacks})
+    """)
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    if proc.returncode not in (0, -9):
+        raise AssertionError(proc.stderr)
+    return proc.returncode
+
+
 def run_until_killed(config, out_dir: Path, prelude: str, callbacks: str = "[]") -> None:
     """Run ``config`` in a fresh Python process into out_dir, after the Python code ``prelude`` (which arranges
     a SIGKILL, as a crash or an out-of-memory kill would), with ``callbacks`` (a Python expression) for the

@@ -12,9 +12,10 @@ from ptyopt.config import dump_config
 from ptyopt.data import read_dataset, write_dataset
 from ptyopt.evaluate.probe_positions import position_errors
 from ptyopt.io.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from ptyopt.io.result_file import read_result
 from ptyopt.physics.scan import affine_matrix
 from ptyopt.reconstruct import run_reconstruction
-from tests.conftest import kill_9_at
+from tests.conftest import kill_9_at, run_in_subprocess
 
 AFFINE = (60.0, 0.05, 0.04)  # rotation [mrad], scale, shear: up to ~1.3 px at the scan's corners
 
@@ -54,30 +55,32 @@ def test_a_pure_affine_error_is_taken_up_by_the_global_model(tiny_config, affine
     assert np.sqrt((offsets**2).sum(1).mean()) < 0.2 * errors["nominal_rms_error_centred_ang"]
 
 
-@pytest.mark.parametrize("solver", ["lsqml", "lm"])
+# (LM with the search is left out: its ratio test and the search's accept/reject amplify round-off to ~3e-3 Å
+# over the two iterations after the resume, although each resumes exactly on its own)
+@pytest.mark.parametrize("solver, search", [("lsqml", {"passes": 1}), ("lm", None)])
 def test_kill_9_during_position_refinement_then_resume_continues_exactly(tiny_config, affine_dataset_path, tmp_path,
-                                                                         solver):
+                                                                         solver, search):
     refine = {"probe": {"lr": 1, "start_iter": 2}, "positions": {"lr": 1, "start_iter": 2},
               "scan_affine": {"lr": 1, "start_iter": 1}, "scan_drift": {"lr": 1, "start_iter": 3}}
     config = tiny_config(data={"path": str(affine_dataset_path)}, optimize=refine, model={"scan_drift_order": 2},
-                         solver={"name": solver, "iterations": 6, "batch_size": 16},
+                         solver={"name": solver, "iterations": 6, "batch_size": 16, "scan_search": search},
                          constraints={"scan_model_fit": {}, "position_recenter": {}})
-    reference = run_reconstruction(config, out_dir=tmp_path / "ref", show_progress=False)
+    # every run in a fresh process of its own (see tests.conftest.run_in_subprocess)
+    assert run_in_subprocess(config, tmp_path / "ref") == 0
+    reference = read_result(tmp_path / "ref" / "result.h5")
     killed = tmp_path / "killed"
     kill_9_at(config, 5, killed)
     assert load_checkpoint(killed / CHECKPOINT_NAME, "cpu")["loop"]["iteration"] == 4
-    resumed = run_reconstruction(config, out_dir=killed, resume=True, show_progress=False)
-    # two identical runs on this CPU already differ by float round-off (~1e-6 Å: parallel scatter-adds), which
-    # LM's ratio test and the clipped position steps can amplify over two iterations; 1e-3 Å / rad is far below
-    # anything the refinement resolves, and far above what a lost piece of state would leave
-    same = dict(rtol=0, atol=1e-3)
+    assert run_in_subprocess(config, killed, resume=True) == 0
+    resumed = read_result(killed / "result.h5")
+    same = dict(rtol=1e-5, atol=1e-5)  # float32 round-off [Å, rad]
     # (not the raw drift coefficients: the tau^2 column of a 12×12 raster is small, so round-off moves its
     # coefficient by far more than the displacement it makes, which is compared)
     for name in ("affine_matrix", "displacement_ang"):
-        np.testing.assert_allclose(getattr(resumed.result.scan, name), getattr(reference.result.scan, name), **same)
-    np.testing.assert_allclose(resumed.result.positions_ang, reference.result.positions_ang, **same)
-    np.testing.assert_allclose(resumed.result.object_phase, reference.result.object_phase, **same)
-    assert np.abs(reference.result.scan.affine_matrix - np.eye(2)).max() > 0  # the model did move
+        np.testing.assert_allclose(getattr(resumed.scan, name), getattr(reference.scan, name), **same)
+    np.testing.assert_allclose(resumed.positions_ang, reference.positions_ang, **same)
+    np.testing.assert_allclose(resumed.object_phase, reference.object_phase, **same)
+    assert np.abs(reference.scan.affine_matrix - np.eye(2)).max() > 0  # the model did move
 
 
 def test_a_run_with_the_scan_search_resumed_from_its_checkpoint_continues(tiny_config, affine_dataset_path, tmp_path):
