@@ -82,7 +82,8 @@ class ModelConfig(StrictModel):
     )
     scan_drift_order: int = Field(
         1, ge=0, le=4, description="degree K of the global drift polynomial sum_k d_k tau^k in acquisition time "
-        "tau in [-1/2, 1/2] (0: a translation only; 1: linear drift)")
+        "tau in [-1/2, 1/2], each power without its affine part (0: a translation only; on a raster scan a linear "
+        "drift is an affine map and the affine takes it, so 2 adds what is left: curvature in time)")
     tilt_mode: Literal["global", "each"] = Field("global", description="one tilt, or one per position")
     initial_tilt_mrad: tuple[float, float] = Field((0.0, 0.0), description="initial tilt (theta_y, theta_x) [mrad]")
     detector_blur_px: float = Field(0.0, ge=0, description="Gaussian detector blur (std) applied to the model [px]")
