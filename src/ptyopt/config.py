@@ -174,6 +174,9 @@ class ScanSearchConfig(StrictModel):
     passes: int = Field(2, ge=1, description="search passes per iteration (each 10 forward passes)")
     probe_step: float = Field(0.01, gt=0, le=0.1, description="trial change h of each affine shape per pass")
     max_step: float = Field(0.02, gt=0, le=0.1, description="largest change of each affine shape per pass")
+    positions_fraction: float = Field(
+        1.0, gt=0, le=1, description="fraction of the training positions the misfit is summed over (a fixed, "
+        "evenly spread subset: every k-th in raster order; smaller is cheaper)")
 
 
 class SolverConfig(StrictModel):

@@ -175,7 +175,8 @@ class Engine:
         if self.scan_search is not None and plan.active["scan_affine"] and self.scan_search.active(iteration):
             before = self.scan_search.evaluations
             with torch.no_grad():
-                self.scan_search.run(self.state, self.training.chunks(self.config.solver.batch_size))
+                self.scan_search.run(self.state, self.training.chunks(self.config.solver.batch_size,
+                                                                      self.scan_search.subset(self.training.indices)))
             self.solver.forward_evaluations += self.scan_search.evaluations - before
         refined = frozenset(name for name, on in plan.active.items() if on)
         ctx = ConstraintContext(iteration=iteration, refined=refined, **self.context_base)

@@ -235,3 +235,14 @@ def test_a_coordinated_move_keeps_positions_and_object_together():
     same = coordinated_state(state, torch.zeros(2, 2, dtype=F64), centre)
     for key in state:
         torch.testing.assert_close(same[key], state[key])
+
+
+def test_the_search_sums_its_misfit_over_an_evenly_spread_subset():
+    from ptyopt.config import ScanSearchConfig
+    from ptyopt.solvers.scan_search import CoordinatedAffineSearch
+
+    search = CoordinatedAffineSearch.__new__(CoordinatedAffineSearch)
+    search.config = ScanSearchConfig(positions_fraction=0.5)
+    np.testing.assert_array_equal(search.subset(np.array([9, 1, 5, 3, 7, 0, 2, 4, 6, 8])), [0, 2, 4, 6, 8])
+    search.config = ScanSearchConfig()
+    assert len(search.subset(np.arange(7))) == 7

@@ -13,11 +13,13 @@ the object stays consistent with the positions and the data misfit measures only
 Each pass tries ±h along the four shapes of an affine map (isotropic scale, asymmetry, shear, rotation), takes
 the parabola's minimum along each (at most max_step; none where the misfit does not change by more than a
 relative 1e-5, e.g. a rotation under a round probe), and keeps the combined move if it lowers the misfit
-sum_n ||sqrt(I_n) - sqrt(y_n)||^2 over the training positions (10 forward passes per pass; no gradients).
+sum_n ||sqrt(I_n) - sqrt(y_n)||^2 over the training positions, or an evenly spread fraction of them (10 forward
+passes per pass; no gradients).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -59,6 +61,12 @@ class CoordinatedAffineSearch:
         self.config, self.model = config, model
         self.centre_px = model.scan.nominal_px.to(torch.float64).mean(dim=0)
         self.evaluations = 0
+
+    def subset(self, indices: np.ndarray) -> np.ndarray:
+        """The positions the misfit is summed over: every k-th of the sorted training positions (k from
+        positions_fraction), so the subset covers the whole scan evenly."""
+        step = max(1, round(1 / self.config.positions_fraction))
+        return np.sort(indices)[::step]
 
     def active(self, iteration: int) -> bool:
         c = self.config
