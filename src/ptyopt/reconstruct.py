@@ -39,12 +39,19 @@ class RunOutput:
     files: dict[str, Path]
 
 
+def refined_positions_ang(problem: Problem, state: dict[str, torch.Tensor]) -> np.ndarray:
+    """The state's probe positions (N, 2) (y, x) [Å]: nominal + global scan model + offsets, as the model uses them."""
+    geometry = problem.geometry
+    with torch.no_grad():
+        moved_px = problem.model.scan.total_displacement_px(state).cpu().double().numpy()
+    return geometry.nominal_positions_ang + moved_px * geometry.dx_ang
+
+
 def result_from_state(problem: Problem, state: dict[str, torch.Tensor], history: dict[str, list[float]],
                       config_yaml: str) -> ReconstructionResult:
     geometry = problem.geometry
     scan = problem.model.scan
     with torch.no_grad():
-        offsets_ang = scan.total_displacement_px(state).cpu().double().numpy() * geometry.dx_ang
         drift = scan.drift_terms(state["scan_drift_px"]).cpu().double().numpy() * geometry.dx_ang
         deformation = state["scan_affine"].cpu().double().numpy()
         indices = torch.arange(len(geometry.nominal_positions_ang), device=problem.device)
@@ -56,7 +63,7 @@ def result_from_state(problem: Problem, state: dict[str, torch.Tensor], history:
         object_amplitude=state["object_amplitude"].detach().cpu().numpy(),
         occupancy=occupancy / occupancy.sum(),
         probe=state["probe"].detach().cpu().numpy(),
-        positions_ang=geometry.nominal_positions_ang + offsets_ang,
+        positions_ang=refined_positions_ang(problem, state),
         nominal_positions_ang=geometry.nominal_positions_ang,
         tilts_mrad=state["tilts_mrad"].detach().cpu().numpy(),
         slice_thickness_ang=state["slice_thickness_ang"].detach().cpu().numpy(),
@@ -100,9 +107,7 @@ def truth_metrics_fn(problem: Problem):
                                        state["occupancy"].detach().cpu().numpy(), geometry.origin_ang,
                                        geometry.dx_ang, problem.dataset, margin)
         if true_positions is not None:  # the refined positions' errors (translation / best affine removed)
-            with torch.no_grad():
-                moved = problem.model.scan.total_displacement_px(state).cpu().double().numpy() * geometry.dx_ang
-            errors = position_errors(geometry.nominal_positions_ang + moved, true_positions)
+            errors = position_errors(refined_positions_ang(problem, state), true_positions)
             values.update({k: errors[k] for k in ("position_rms_error_centred_ang", "position_rms_error_affine_ang")})
         return values
 

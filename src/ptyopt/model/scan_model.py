@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from ptyopt.model.state import Geometry
-from ptyopt.physics.scan import coefficients, orthogonal_drift_design, scan_design
+from ptyopt.physics.scan import coefficients, orthogonal_drift_design, scan_design, split_coefficients
 
 GLOBAL_KEYS: tuple[str, ...] = ("scan_affine", "scan_drift_px")
 
@@ -67,3 +67,17 @@ class ScanModel:
     def design(self, indices: Tensor) -> Tensor:
         """Phi (B, 3 + K') of the positions ``indices`` (columns u_y, u_x, 1, q_1, ..., q_K')."""
         return self.design_all[indices]
+
+    def columns(self, *, affine: bool, drift: bool) -> list[int]:
+        """Design columns of the refined parts: the affine's (u_y, u_x), the drift's (1, q_1, ..., q_K')."""
+        return ([0, 1] if affine else []) + ([2 + k for k in range(self.drift_order + 1)] if drift else [])
+
+    def parts(self, theta: Tensor, columns: list[int]) -> tuple[Tensor, Tensor]:
+        """theta (2, len(columns)) on ``columns`` (zero elsewhere) as state-shaped tensors: the deformation
+        (2, 2) and the drift (rows of scan_drift_px, 2)."""
+        full = torch.zeros(2, 3 + self.drift_order, dtype=theta.dtype, device=theta.device)
+        full[:, columns] = theta
+        deformation, acting = split_coefficients(full)
+        drift = torch.zeros(self.drift_rows, 2, dtype=theta.dtype, device=theta.device)
+        drift[: acting.shape[0]] = acting
+        return deformation, drift

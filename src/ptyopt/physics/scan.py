@@ -83,18 +83,12 @@ def orthogonal_drift_design(design: Tensor) -> Tensor:
 
 
 def scan_displacement(deformation: Tensor, drift: Tensor, centred: Tensor, time: Tensor | None) -> Tensor:
-    """Displacement (N, 2) of the global model: M u_n + sum_k d_k tau_n^k.
+    """Displacement (N, 2) of the global model in the raw basis: M u_n + sum_k d_k tau_n^k = Phi_n theta.
 
     deformation: M = A - I (2, 2); drift: (K + 1, 2) coefficients d_k; centred: u = r_nom - c (N, 2);
     time: tau (N,) in [-1/2, 1/2], or None (then only d_0 is allowed).
     """
-    displacement = centred @ deformation.T + drift[0]
-    if drift.shape[0] > 1:
-        if time is None:
-            raise ValueError("a drift of order > 0 needs the acquisition time of every pattern")
-        powers = torch.stack([time**k for k in range(1, drift.shape[0])], dim=1)  # (N, K)
-        displacement = displacement + powers @ drift[1:]
-    return displacement
+    return scan_design(centred, time, drift.shape[0] - 1) @ coefficients(deformation, drift).T
 
 
 def coefficients(deformation: Tensor, drift: Tensor) -> Tensor:

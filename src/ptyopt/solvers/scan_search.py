@@ -42,11 +42,11 @@ SHAPES: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
 def coordinated_state(state: dict[str, Tensor], delta: Tensor, centre_px: Tensor) -> dict[str, Tensor]:
     """The state moved by r -> c + (I + delta)(r - c): M' = M + delta (I + M), drift and offsets times (I + delta),
     the object canvas warped along (probe, tilts and the rest unchanged)."""
-    transform = torch.eye(2, dtype=delta.dtype, device=delta.device) + delta
+    eye = torch.eye(2, dtype=delta.dtype, device=delta.device)
+    transform = eye + delta
     moved = dict(state)
     affine = state["scan_affine"]
-    moved["scan_affine"] = (affine.to(delta.dtype) + delta @ (torch.eye(2, dtype=delta.dtype, device=delta.device)
-                                                              + affine.to(delta.dtype))).to(affine.dtype)
+    moved["scan_affine"] = (transform @ (eye + affine.to(delta.dtype)) - eye).to(affine.dtype)
     for key in ("scan_drift_px", "position_offsets_px"):
         moved[key] = (state[key].to(delta.dtype) @ transform.T).to(state[key].dtype)
     for key in ("object_phase", "object_amplitude"):

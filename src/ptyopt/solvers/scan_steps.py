@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from ptyopt.model.scan_model import ScanModel
-from ptyopt.physics.scan import global_step, split_coefficients
+from ptyopt.physics.scan import global_step
 
 
 @dataclass(frozen=True)
@@ -55,23 +55,18 @@ def split_position_step(scan: ScanModel, indices: Tensor, gram: Tensor, rhs: Ten
     steps: dict[str, Tensor] = {}
     moved = torch.zeros_like(per_position)
     if refine.global_model:
-        order = scan.drift_order
-        columns = ([0, 1] if refine.affine else []) + ([2 + k for k in range(order + 1)] if refine.drift else [])
+        columns = scan.columns(affine=refine.affine, drift=refine.drift)
         design = scan.design(indices)[:, columns]
         step = global_step(gram, rhs, design, damping)  # (2, P_active)
         everywhere = scan.design_all[:, columns]
         largest = float((everywhere @ step.T).abs().max())
         if largest > max_shift_px:
             step = step * (max_shift_px / largest)
-        full = torch.zeros(2, 2 + order + 1, dtype=step.dtype, device=step.device)
-        full[:, columns] = step
-        deformation, drift = split_coefficients(full)
+        deformation, drift = scan.parts(step, columns)
         if refine.affine:
             steps["scan_affine"] = deformation
         if refine.drift:
-            drift_step = torch.zeros(scan.drift_rows, 2, dtype=step.dtype, device=step.device)
-            drift_step[: drift.shape[0]] = drift
-            steps["scan_drift_px"] = drift_step
+            steps["scan_drift_px"] = drift
         moved = design @ step.T
     if refine.offsets:
         steps["position_offsets_px"] = (per_position - moved).clamp(-max_shift_px, max_shift_px)

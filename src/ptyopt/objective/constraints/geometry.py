@@ -17,7 +17,7 @@ from ptyopt.objective.constraints.base import (
     require,
 )
 from ptyopt.objective.constraints.kernels import gaussian_blur_axis
-from ptyopt.physics.scan import least_squares_fit, split_coefficients
+from ptyopt.physics.scan import least_squares_fit
 
 
 @CONSTRAINTS.register
@@ -69,17 +69,14 @@ class ScanModelFit(Constraint):
         scan = ctx.scan_model
         affine, drift = "scan_affine" in ctx.refined, "scan_drift" in ctx.refined
         if scan is not None and (affine or drift) and "positions" in ctx.refined:
-            order = scan.drift_order
-            columns = ([0, 1] if affine else []) + ([2 + k for k in range(order + 1)] if drift else [])
+            columns = scan.columns(affine=affine, drift=drift)
             design = scan.design_all[:, columns].to(offsets.dtype)
             theta = least_squares_fit(offsets, design)  # (2, P_active)
-            full = torch.zeros(2, 2 + order + 1, dtype=theta.dtype, device=theta.device)
-            full[:, columns] = theta
-            deformation, drift_step = split_coefficients(full)
+            deformation, drift_step = scan.parts(theta, columns)
             if affine:
                 state["scan_affine"].add_(deformation)
             if drift:
-                state["scan_drift_px"][: drift_step.shape[0]].add_(drift_step)
+                state["scan_drift_px"].add_(drift_step)
             assign(offsets, offsets - design @ theta.T)
         if self.params.shrink > 0:
             assign(offsets, offsets * (1 - self.params.shrink))
