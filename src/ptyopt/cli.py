@@ -381,6 +381,73 @@ def bench(
 
 
 @command()
+def plan(
+    config_path: Annotated[Path | None, typer.Argument(
+        metavar="[CONFIG.yaml]", help="reconstruction config (its data file gives the experiment)")] = None,
+    energy_kv: Annotated[float | None, typer.Option(help="accelerating voltage [kV]")] = None,
+    conv_angle_mrad: Annotated[float | None, typer.Option(help="probe convergence semi-angle [mrad]")] = None,
+    defocus_ang: Annotated[float | None, typer.Option(help="defocus [Å] (positive = underfocus)")] = None,
+    step_ang: Annotated[float | None, typer.Option(help="scan step [Å]")] = None,
+    scan: Annotated[str | None, typer.Option(help="scan size Ny,Nx")] = None,
+    detector_px: Annotated[int | None, typer.Option(help="pattern size K the model sees [px]")] = None,
+    dk_inv_ang: Annotated[float | None, typer.Option(help="detector pixel the model sees [1/Å]")] = None,
+    n_slices: Annotated[int | None, typer.Option(help="object slices")] = None,
+    slice_thickness_ang: Annotated[float | None, typer.Option(help="slice thickness [Å]")] = None,
+    probe_modes: Annotated[int | None, typer.Option(help="probe modes")] = None,
+    object_modes: Annotated[int | None, typer.Option(help="object modes")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="patterns per batch")] = None,
+    thickness_ang: Annotated[float | None, typer.Option(help="specimen thickness [Å] (default: the slices')")] = None,
+    device: Annotated[str | None, typer.Option(help="device the run will use (cpu, cuda)")] = None,
+    bench_json: Annotated[Path | None, typer.Option("--bench", help="a 'ptyopt bench --json' record of this machine "
+                                                                   "(default: the one shipped for the device)")] = None,
+    json_file: Annotated[Path | None, typer.Option("--json", help="write the plan as JSON to this file")] = None,
+) -> None:
+    """Before a reconstruction: sampling, overlap, resolution (lateral and depth), suggested slicing, memory and
+    time per iteration, and warnings on unsafe choices; from a config, from numbers, or a config with numbers
+    changed."""
+    import dataclasses
+
+    from ptyopt.plan import PlanInputs, bench_record, inputs_from_config, make_plan
+
+    shape = _parse_numbers(scan, "--scan")
+    if shape is not None and len(shape) != 2:
+        raise ConfigError(f"--scan needs two integers Ny,Nx, got {scan}")
+    given = {"energy_kv": energy_kv, "conv_angle_mrad": conv_angle_mrad, "defocus_ang": defocus_ang,
+             "step_ang": step_ang, "detector_px": detector_px, "dk_inv_ang": dk_inv_ang, "n_slices": n_slices,
+             "slice_thickness_ang": slice_thickness_ang, "probe_modes": probe_modes, "object_modes": object_modes,
+             "batch_size": batch_size, "specimen_thickness_ang": thickness_ang, "device": device}
+    given = {key: value for key, value in given.items() if value is not None}
+    if config_path is not None:
+        from ptyopt.config import load_config
+
+        inputs = inputs_from_config(load_config(config_path))
+        if shape is not None:
+            given.update(n_positions=shape[0] * shape[1])
+        inputs = dataclasses.replace(inputs, **given)
+    else:
+        needed = ("energy_kv", "conv_angle_mrad", "step_ang", "detector_px", "dk_inv_ang", "n_slices",
+                  "slice_thickness_ang")
+        missing = [f"--{name.replace('_', '-')}" for name in needed if name not in given] + (
+            ["--scan"] if shape is None else [])
+        if missing:
+            raise ConfigError(f"plan needs a CONFIG.yaml or these numbers: {', '.join(missing)}")
+        extent = tuple(float((n - 1) * given["step_ang"]) for n in shape)
+        inputs = PlanInputs(n_positions=shape[0] * shape[1], scan_extent_ang=extent, **given)
+    result = make_plan(inputs, bench_record(bench_json, inputs.device))
+    table = Table(title="ptyopt plan", show_header=False)
+    for row in result.rows():
+        table.add_row(*row)
+    console.print(table)
+    for warning in result.warnings:
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    if not result.warnings:
+        console.print("[green]no warnings: the sampling, overlap and slicing are within safe ranges[/]")
+    if json_file is not None:
+        json_file.write_text(result.to_json())
+        console.print(f"written {json_file}")
+
+
+@command()
 def inspect(path: Annotated[Path, typer.Argument(help="ptyopt dataset file, or any readable 4D-STEM file")]) -> None:
     """Describe a dataset: shapes, sampling, metadata and ground truth."""
     from ptyopt.data import is_dataset_file, read_array, read_dataset
