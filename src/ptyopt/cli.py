@@ -527,6 +527,64 @@ def evaluate(
         console.print(f"metrics: {json_path}")
 
 
+@command()
+def explain(
+    result_path: Annotated[Path, typer.Argument(metavar="RESULT.h5", help="result file of a reconstruction")],
+    out: Annotated[Path | None, typer.Option(help="folder for the figures and explain.json "
+                                                  "(default: explain/ beside RESULT)")] = None,
+    cut: Annotated[list[str] | None, typer.Option(
+        help="loss-landscape cut (repeatable): defocus, slice_thickness, tilt_y, tilt_x, or position:N (a map "
+             "of position N moved)")] = None,
+    cut_range: Annotated[float | None, typer.Option(help="half range of the cuts in their unit (Å, mrad)")] = None,
+    cut_points: Annotated[int, typer.Option(help="points per cut")] = 21,
+    compare: Annotated[Path | None, typer.Option(help="the other half-dataset result, for the per-slice FRC")] = None,
+    data: Annotated[Path | None, typer.Option(help="data file (default: the result's config's)")] = None,
+    positions: Annotated[int, typer.Option(help="positions (evenly spread) for the gradients and cuts")] = 256,
+    device: Annotated[str, typer.Option(help="torch device")] = "cpu",
+) -> None:
+    """Why a reconstruction works or fails: the probe through the slices, each loss term's share of each
+    tensor's gradient over the iterations, loss-landscape cuts, the position-correction field, the data residual
+    per position, the per-slice FRC between half-dataset results. One figure each, numbers in explain.json."""
+    from ptyopt.explain import ExplainOptions, explain_result
+    from ptyopt.explain.run import EXPLAIN_JSON
+
+    options = ExplainOptions(cuts=cut or ["defocus"], cut_range=cut_range, cut_points=cut_points, compare=compare,
+                             data=data, device=device, positions=positions)
+    folder = out or result_path.parent / "explain"
+    with err_console.status("explain: computing the diagnostics"):
+        summary = explain_result(result_path, folder, options)
+    table = Table(title=f"explain {result_path}", show_header=False)
+    depth = summary["probe_depth"]
+    for label, rms, core in zip(depth["labels"], depth["rms_radius_ang"], depth["core_fraction"], strict=True):
+        table.add_row(f"probe {label}", f"RMS radius {rms[0]:.2f} → {rms[-1]:.2f} Å through the slices; within "
+                                        f"{depth['core_radius_ang']:g} Å: {core[0]:.2f} → {core[-1]:.2f}")
+    final = summary["gradient_shares"]["values"][-1]
+    for tensor, shares in final["shares"].items():
+        table.add_row(f"gradient of {tensor}", ", ".join(f"{term} {100 * v:.0f} %" for term, v in shares.items()))
+    for entry in summary["cuts"]:
+        if entry["index"] is None:
+            table.add_row(f"cut {entry['parameter']}", f"minimum at {entry['best_offset']:+.3g} {entry['unit']} from "
+                          f"the result (best ≈ {entry['best_value']:.4g} {entry['unit']})")
+        else:
+            (dy, dx), (y, x) = entry["best_offset"], entry["best_value"]
+            table.add_row(f"cut position {entry['index']}", f"minimum at ({dy:+.3f}, {dx:+.3f}) Å from the result, "
+                          f"at ({y:.3f}, {x:.3f}) Å")
+    field = summary["position_field"]
+    table.add_row("position corrections", f"RMS {field['rms_ang']:.3f} Å, max {field['max_ang']:.3f} Å; "
+                                          f"best affine removed {field['local_rms_ang']:.3f} Å")
+    res = summary["residuals"]
+    table.add_row("data residual per position", f"median R {res['median']:.4f}, 95 % {res['p95']:.4f}, worst "
+                  + ", ".join(f"#{i} ({v:.4f})" for i, v in zip(res["worst_positions"][:3], res["worst_values"][:3],
+                                                                 strict=True)))
+    for entry in summary.get("slice_frc", []):
+        resolution = entry["frc_resolution_ang"]
+        table.add_row(f"slice {entry['slice']} FRC", "no crossing" if resolution is None else f"{resolution:.3f} Å")
+    console.print(table)
+    for note in summary.get("notes", []):
+        err_console.print(f"[yellow]note:[/] {note}", highlight=False)
+    console.print(f"figures and {EXPLAIN_JSON} in {folder}")
+
+
 def main() -> None:
     app()
 

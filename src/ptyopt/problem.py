@@ -38,6 +38,15 @@ class Problem:
     real_dtype: torch.dtype
     memory: MemoryPlan
 
+    def patterns(self, indices: np.ndarray) -> torch.Tensor:
+        """The patterns ``indices`` as the model must reproduce them (every preprocessing step applied), on the
+        device in the real dtype; read in sorted order (faster on disk-backed arrays), returned in the given one."""
+        indices = np.asarray(indices)
+        order = np.argsort(indices)
+        batch = torch.as_tensor(np.asarray(self.dataset.meas[indices[order]], dtype=np.float32))
+        batch = batch[torch.as_tensor(np.argsort(order))].to(self.device)
+        return self.preprocessor.on_the_fly(batch).to(self.real_dtype)
+
 
 def _required_experiment(exp, name: str):
     """An experiment value a foreign file cannot provide; a ConfigError when the config lacks it too."""

@@ -107,3 +107,16 @@ def test_probe_modes_errors():
         probe_modes(probe, 3, 0.0)
     with pytest.raises(ConfigError, match="number of probe modes"):
         probe_modes(probe, 0, 0.1)
+
+
+def test_added_defocus_composes_with_the_probe_formula(cdtype):
+    """add_aberrations(make_probe(defocus a), defocus b) == make_probe(defocus a + b): chi is linear in C10, and
+    the probe keeps its power."""
+    from ptyopt.physics import add_aberrations, wavelength_ang
+
+    start = make_probe((48, 48), 0.15, 300.0, 21.4, {"defocus": 40.0, "Cs": 1e4}, edge="hard", dtype=cdtype)
+    target = make_probe((48, 48), 0.15, 300.0, 21.4, {"defocus": -20.0, "Cs": 1e4}, edge="hard", dtype=cdtype)
+    moved = add_aberrations(start, 0.15, wavelength_ang(300.0), {"defocus": -60.0})
+    tolerance = 1e-5 if cdtype == torch.complex64 else 1e-12
+    assert torch.allclose(moved, target, atol=tolerance)
+    assert float(torch.linalg.vector_norm(moved)) == pytest.approx(1.0, abs=tolerance)

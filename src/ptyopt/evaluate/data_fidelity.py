@@ -79,14 +79,12 @@ def result_state(result: ReconstructionResult, problem: Problem) -> dict[str, to
 def model_r_factor(problem: Problem, state: dict[str, torch.Tensor], *, batch_size: int = 64) -> float:
     """R = Σ|√I_model − √I_meas| / Σ√I_meas of ``problem.model`` on ``state`` over all positions, in batches."""
     numerator = denominator = 0.0
-    meas = problem.dataset.meas
     with torch.no_grad():
         for start in range(0, problem.dataset.n_patterns, batch_size):
             stop = min(start + batch_size, problem.dataset.n_patterns)
             indices = torch.arange(start, stop, device=problem.device)
             predicted = problem.model(state, indices).intensities.to(torch.float64).clamp_min(0)
-            batch = torch.as_tensor(np.asarray(meas[start:stop], dtype=np.float32)).to(problem.device)
-            measured = problem.preprocessor.on_the_fly(batch).to(torch.float64).clamp_min(0)
+            measured = problem.patterns(np.arange(start, stop)).to(torch.float64).clamp_min(0)
             root = measured.sqrt()
             numerator += float((predicted.sqrt() - root).abs().sum())
             denominator += float(root.sum())

@@ -135,22 +135,47 @@ def _truth_slices(truth: GroundTruth, n_slices: int) -> np.ndarray | None:
     return None
 
 
+def _aligned_slices(result: ReconstructionResult, references: list[np.ndarray], alignment: PhaseAlignment,
+                    remove_ramp: bool) -> list[PhaseAlignment]:
+    """Each slice of ``result`` against its reference slice (on the result's canvas), moved by the slice sum's
+    registration shift and freed of its own offset (and ramp)."""
+    out = []
+    for recon_slice, reference in zip(_recon_slices(result), references, strict=True):
+        shifted = shift_mirrored(recon_slice, alignment.info["shift_px"])
+        aligned, _ = align_phase(shifted, reference, alignment.region, register=False, remove_ramp=remove_ramp)
+        out.append(PhaseAlignment(aligned, reference, alignment.region, {}, alignment.dx_ang, alignment.origin_ang))
+    return out
+
+
 def per_slice_metrics(
     result: ReconstructionResult, truth: GroundTruth, alignment: PhaseAlignment, *, remove_ramp: bool = False
 ) -> list[dict[str, Any]] | None:
     """rmse_rad and pearson_r of each slice against the true slice, after the slice sum's shift and each slice's
     own offset (and ramp) removal; None when the truth's slicing cannot be summed into the result's."""
-    recon = _recon_slices(result)
-    slices = _truth_slices(truth, recon.shape[0])
+    slices = _truth_slices(truth, result.object_phase.shape[1])
     if slices is None:
         return None
+    references = [_canvas(truth_slice, truth.dx_ang, truth.origin_ang, result) for truth_slice in slices]
     out = []
-    for index, (recon_slice, truth_slice) in enumerate(zip(recon, slices, strict=True)):
-        reference = _canvas(truth_slice, truth.dx_ang, truth.origin_ang, result)
-        shifted = shift_mirrored(recon_slice, alignment.info["shift_px"])
-        aligned, _ = align_phase(shifted, reference, alignment.region, register=False, remove_ramp=remove_ramp)
-        metrics = phase_error_metrics(aligned, reference, alignment.region)
+    for index, pair in enumerate(_aligned_slices(result, references, alignment, remove_ramp)):
+        metrics = phase_error_metrics(pair.aligned, pair.reference, pair.region)
         out.append({"slice": index, "rmse_rad": metrics["rmse_rad"], "pearson_r": metrics["pearson_r"]})
+    return out
+
+
+def per_slice_frc(result_a: ReconstructionResult, result_b: ReconstructionResult, *, margin_ang: float = 2.0,
+                  remove_ramp: bool = False) -> list[dict[str, Any]] | None:
+    """FRC of each slice of a against the same slice of b (e.g. reconstructions of the two halves of the
+    positions) after the slice sums' registration: frc_resolution_ang and the curve per slice; None when the two
+    have different numbers of slices."""
+    if result_a.object_phase.shape[1] != result_b.object_phase.shape[1]:
+        return None
+    alignment = align_results(result_a, result_b, margin_ang=margin_ang, remove_ramp=remove_ramp)
+    references = [_canvas(b, result_b.dx_ang, tuple(result_b.origin_ang), result_a) for b in _recon_slices(result_b)]
+    out = []
+    for index, pair in enumerate(_aligned_slices(result_a, references, alignment, remove_ramp)):
+        frc = fourier_ring_correlation(*pair.crops(), pair.dx_ang)
+        out.append({"slice": index, "frc_resolution_ang": frc.resolution_ang, "frc": frc.to_dict()})
     return out
 
 

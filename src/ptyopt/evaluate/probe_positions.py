@@ -70,7 +70,7 @@ def _rms(displacement: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.sum(displacement**2, axis=1))))
 
 
-def _without_affine(displacement: np.ndarray, reference: np.ndarray) -> np.ndarray:
+def without_affine(displacement: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """The displacement (N, 2) minus its least-squares affine fit B [r_n - mean r, 1] over the positions reference
     (N, 2): what no scan-coil affine error (with translation) explains."""
     design = np.column_stack([reference - reference.mean(axis=0), np.ones(len(reference))])
@@ -102,7 +102,7 @@ def position_errors(
         "position_rms_error_ang": _rms(displacement),
         "position_rms_error_centred_ang": _rms(displacement - offset),
         "position_mean_offset_ang": [float(offset[0]), float(offset[1])],
-        "position_rms_error_affine_ang": _rms(_without_affine(displacement, truth)),
+        "position_rms_error_affine_ang": _rms(without_affine(displacement, truth)),
     }
     if nominal_positions_ang is not None:
         nominal = np.asarray(nominal_positions_ang, dtype=np.float64)
@@ -111,5 +111,5 @@ def position_errors(
         nominal_displacement = nominal - truth
         out["nominal_rms_error_ang"] = _rms(nominal_displacement)
         out["nominal_rms_error_centred_ang"] = _rms(nominal_displacement - nominal_displacement.mean(axis=0))
-        out["nominal_rms_error_affine_ang"] = _rms(_without_affine(nominal_displacement, truth))
+        out["nominal_rms_error_affine_ang"] = _rms(without_affine(nominal_displacement, truth))
     return out

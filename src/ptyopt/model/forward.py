@@ -89,10 +89,13 @@ class ForwardModel:
     def occupancy(state: dict[str, Tensor]) -> Tensor:
         return state["occupancy"].abs() / state["occupancy"].abs().sum()
 
-    def __call__(self, state: dict[str, Tensor], indices: Tensor, *, keep_waves: bool = False) -> ForwardOutput:
+    def __call__(self, state: dict[str, Tensor], indices: Tensor, *, keep_waves: bool = False,
+                 moved_px: Tensor | None = None) -> ForwardOutput:
         """Detected intensities of the positions ``indices``; ``keep_waves`` also keeps the pass's intermediates
-        (with the incident wave of every slice) in ``ForwardOutput.waves``, through the same code."""
-        crop, shift = split_positions(self.centres_px(state, indices), self.geometry.window_px)
+        (with the incident wave of every slice) in ``ForwardOutput.waves``, through the same code; ``moved_px``
+        (B, 2) moves each probe further by that many pixels (diagnostics: landscapes over a position)."""
+        centres = self.centres_px(state, indices)
+        crop, shift = split_positions(centres if moved_px is None else centres + moved_px, self.geometry.window_px)
         occupancy = self.occupancy(state)
         args = (state["object_amplitude"], state["object_phase"], state["probe"], crop, shift,
                 self.propagators(state, indices), occupancy)

@@ -24,11 +24,12 @@ from ptyopt.physics.multislice import (
     transmission,
     window_coverage,
 )
-from ptyopt.physics.probe import make_probe, orthogonalize_modes, probe_modes
+from ptyopt.physics.probe import add_aberrations, make_probe, orthogonalize_modes, probe_modes
 from ptyopt.physics.propagators import PROPAGATORS, propagator, tilt_ramp
 from ptyopt.physics.shift import fourier_shift
 
 __all__ = [
+    "add_aberrations",
     "ABERRATION_SYMBOLS",
     "PROPAGATORS",
     "DetectorResponse",

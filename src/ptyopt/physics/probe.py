@@ -70,6 +70,16 @@ def make_probe(
     return psi / torch.linalg.vector_norm(psi)
 
 
+def add_aberrations(probe: Tensor, dx_ang: float, wavelength_ang: float, aberrations: Mapping[str, float]) -> Tensor:
+    """The probe (..., Y, X), centred at (Y//2, X//2) as ``make_probe`` gives it, with aberrations added in its
+    spectrum: Psi'(k) = Psi(k) exp(-i chi(k)). Unitary (the power is kept); chi is linear in the coefficients, so
+    ``make_probe`` with defocus a, then defocus b added, is ``make_probe`` with defocus a + b."""
+    ky, kx = frequency_grid(tuple(probe.shape[-2:]), dx_ang, dtype=real_dtype(probe.dtype), device=probe.device)
+    phase = torch.polar(torch.ones_like(ky), -aberration_phase(ky, kx, wavelength_ang, aberrations))
+    spectrum = torch.fft.fft2(torch.fft.ifftshift(probe, dim=(-2, -1)), norm="ortho")
+    return torch.fft.fftshift(torch.fft.ifft2(spectrum * phase, norm="ortho"), dim=(-2, -1))
+
+
 def _hermite(order: int, u: Tensor) -> Tensor:
     """Physicists' Hermite polynomial H_order(u) by recurrence."""
     h_prev, h = torch.ones_like(u), 2 * u
