@@ -8,7 +8,7 @@ EXTRAS ?= sim,dev
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.ptyopt-installed
 
-.PHONY: setup test demo demo-data lint clean
+.PHONY: setup test browser demo demo-data lint clean
 
 setup: $(STAMP)
 
@@ -18,8 +18,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest
+
+# Chromium for the HTML screenshot tests (tests/html_check.py): installed with apt-get where it is missing and
+# this runs as root on Debian/Ubuntu; never fails the target (the tests skip themselves without a browser)
+browser:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing chromium (apt-get) for the HTML screenshot tests"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium >/dev/null 2>&1 || \
+		{ apt-get update >/dev/null 2>&1 && \
+		  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium >/dev/null 2>&1; } || \
+		echo "could not install chromium: the HTML screenshot tests will be skipped"; \
+	else echo "chromium not found (install it as root: apt-get install chromium): the HTML screenshot tests will be skipped"; fi
 
 demo: setup
 	$(BIN)/ptyopt demo --out demo_out --overwrite

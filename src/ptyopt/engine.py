@@ -166,6 +166,7 @@ class Engine:
                             for name, schedule in self.lr_schedules.items()},
             lr_multiplier=self.loop.lr_multiplier, weights=weights)
         self.solver.start_iteration(plan)
+        rates = {f"lr_{name}": rate for name, rate in self.solver.learning_rates().items()}
         if self.solver.kind == "full_batch":
             reported = self.solver.run_iteration(self.training)
             means = {term.name: float(reported[term.name]) for term in self.losses}
@@ -184,7 +185,7 @@ class Engine:
             apply_constraints(self.constraints, self.state, ctx)
         means["total"] = sum(weights[name] * means[name] for name in weights)
         means.update({f"weight_{name}": w for name, w in weights.items()})
-        return means
+        return {**means, **rates}
 
     def _mini_batches(self, iteration: int) -> dict[str, float]:
         """Every engine group of the iteration through the mini-batch solver; the loss terms' batch means."""
@@ -317,6 +318,11 @@ class Engine:
         return self.loop
 
     def _record(self, iteration: int, losses: dict[str, float]) -> None:
+        """One history row. Every iteration: iteration, wall_time_s, forward_evaluations, solver_stage,
+        lr_multiplier, each loss term, total, weight_<term> and lr_<tensor> for each tensor with a start_iter
+        (``Solver.learning_rates``: 0 while frozen, NaN under a solver that picks its own steps); every
+        output.metrics_every iterations metric_* (with metric_iteration) and validation_* (with
+        validation_iteration)."""
         history = self.loop.history
         row = {"iteration": float(iteration), "wall_time_s": self.loop.elapsed_s,
                "forward_evaluations": float(self.solver.forward_evaluations), "solver_stage": float(self.stage),
@@ -330,5 +336,8 @@ class Engine:
             metrics = self.metrics_fn(self.state)
             row.update({"metric_iteration": float(iteration), "metric_wall_time_s": self.loop.elapsed_s})
             row.update({f"metric_{k}": v for k, v in metrics.items()})
+        done = len(history.get("iteration", []))
         for key, value in row.items():
-            history.setdefault(key, []).append(value)
+            # a run resumed from a checkpoint written before lr_* were logged: NaN for the earlier iterations, so
+            # that every per-iteration list keeps the length of history["iteration"]
+            history.setdefault(key, [math.nan] * done if key.startswith("lr_") else []).append(value)

@@ -1,4 +1,5 @@
-"""``ptyopt reconstruct``: config -> problem -> engine -> result.h5, config.yaml, metrics.json, TIFF and PNG."""
+"""``ptyopt reconstruct``: config -> problem -> engine -> result.h5, config.yaml, metrics.json, TIFF and PNG, and
+the dashboard report.html (rewritten at each checkpoint)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,11 @@ from rich.console import Console
 from ptyopt.config import ReconstructionConfig, dump_config
 from ptyopt.data.dataset import Dataset4D
 from ptyopt.engine import Engine, IterationCallback
-from ptyopt.errors import ConfigError
+from ptyopt.errors import ConfigError, PtyoptError
 from ptyopt.io.checkpoint import CHECKPOINT_NAME, require_checkpoint
 from ptyopt.io.integrity import file_sha256, write_atomically
 from ptyopt.io.result_file import (
+    REPORT_NAME,
     RESULT_NAME,
     SNAPSHOT_DIR,
     GlobalScan,
@@ -143,11 +145,13 @@ def write_outputs(problem: Problem, result: ReconstructionResult, out_dir: Path,
 
 
 RUN_FILES = (RESULT_NAME, CHECKPOINT_NAME)  # a folder holding one of these holds a run
-# what write_outputs writes beside result.h5 (label -> file name); --overwrite removes these, nothing else
+# what write_outputs writes beside result.h5 (label -> file name); --overwrite removes these and report.html, nothing
+# else
 SUMMARY_FILES = {"config": "config.yaml", "phase_sum_tiff": "phase_sum.tif", "phase_stack_tiff": "phase_stack.tif",
                  "object_png": "object_phase.png", "probe_png": "probe.png", "positions_png": "positions.png",
                  "scan_model_png": "scan_model.png", "loss_png": "loss.png", "metrics": "metrics.json"}
-OUTPUT_NAMES = (*RUN_FILES, *(f"{name}.sha256" for name in RUN_FILES), *SUMMARY_FILES.values())
+OUTPUT_NAMES = (*RUN_FILES, *(f"{name}.sha256" for name in (*RUN_FILES, REPORT_NAME)), *SUMMARY_FILES.values(),
+                REPORT_NAME)
 
 
 def check_out_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
@@ -205,7 +209,10 @@ def run_reconstruction(config: ReconstructionConfig, *, out_dir: Path | None = N
     metrics_fn = truth_metrics_fn(problem)
     config_yaml = dump_config(config)
     snapshots = [snapshot_writer(problem, out, config_yaml)] if config.output.snapshot_every else []
-    engine = Engine(problem, out, callbacks=[*snapshots, *(callbacks or [])], metrics_fn=metrics_fn)
+    from ptyopt.io.run_report import RunReporter  # matplotlib: imported when a run starts, not with this module
+
+    reporter = RunReporter(problem, out, config_yaml)  # after the snapshots: a page shows its iteration's snapshot
+    engine = Engine(problem, out, callbacks=[*snapshots, reporter, *(callbacks or [])], metrics_fn=metrics_fn)
     if resume:
         engine.resume()
     origin = provenance(config, problem.device, started)
@@ -216,13 +223,19 @@ def run_reconstruction(config: ReconstructionConfig, *, out_dir: Path | None = N
     (out / "config.yaml").write_text(config_yaml)
     if snapshots and done and not snapshot_path(out, done).exists():
         snapshots[0](engine, done)  # a kill between the checkpoint and its snapshot: write the snapshot now
-    engine.run(show_progress=show_progress)
+    reporter.start(engine)
+    try:
+        engine.run(show_progress=show_progress)
+    except PtyoptError as err:  # Ctrl-C or divergence: the page says so instead of "running" for ever
+        reporter.stop(engine, str(err))
+        raise
     result = result_from_state(problem, engine.state, engine.loop.history, config_yaml)
     result.attrs.update(origin, end_time=datetime.now(UTC).isoformat(timespec="seconds"))
     metrics = metrics_fn(engine.state) if metrics_fn is not None else None
     if metrics is not None:
         metrics = {**metrics, "iterations": engine.loop.iteration, "wall_time_s": engine.loop.elapsed_s}
     files = write_outputs(problem, result, out, metrics)
+    files["report"] = reporter.finish(engine, files, metrics)
     return RunOutput(out, result, metrics, files)
 
 

@@ -13,6 +13,7 @@ from ptyopt.errors import DataError
 from ptyopt.io.integrity import verify, write_atomically
 
 RESULT_NAME = "result.h5"
+REPORT_NAME = "report.html"  # OUT/report.html: the run's dashboard (io.run_report)
 SNAPSHOT_DIR = "snapshots"  # OUT/snapshots/iter_NNNN.h5: results of the iterations output.snapshot_every names
 
 
@@ -64,8 +65,14 @@ class ReconstructionResult:
     @property
     def phase_sum(self) -> np.ndarray:
         """Slice-summed phase (Y, X) [rad], occupancy-weighted over object modes."""
-        weights = self.occupancy / self.occupancy.sum()
-        return np.tensordot(weights, self.object_phase.sum(axis=1), axes=1)
+        return slice_summed_phase(self.object_phase, self.occupancy)
+
+
+def slice_summed_phase(object_phase: np.ndarray, occupancy: np.ndarray) -> np.ndarray:
+    """The phase (omode, S, Y, X) [rad] summed over slices and averaged over object modes with weights
+    |occupancy| (omode,) normalised to 1: (Y, X) [rad]."""
+    weights = np.abs(occupancy) / np.abs(occupancy).sum()
+    return np.tensordot(weights, object_phase.sum(axis=1), axes=1)
 
 
 def write_result(path: str | Path, result: ReconstructionResult) -> Path:

@@ -27,6 +27,7 @@ continues the old one's count, and checkpoints keep it. The engine logs it each 
 from __future__ import annotations
 
 import copy
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -185,6 +186,16 @@ class Solver(ABC):
     def start_iteration(self, plan: IterationPlan) -> None:
         """Which tensors may change this iteration, their rates, the loss weights and the NaN guard's factor."""
         self.plan = plan
+
+    def learning_rates(self) -> dict[str, float]:
+        """This iteration's learning rate of each scheduled tensor, by ``optimize`` name (the history's
+        ``lr_<name>``): the plan's rate where the tensor's update window is open, 0 where it keeps the tensor
+        frozen, NaN for every tensor when the solver chooses its own steps (``capabilities.learning_rates``
+        false). Called after ``start_iteration``."""
+        plan = self.plan
+        if not self.capabilities.learning_rates:
+            return {name: math.nan for name in plan.learning_rates}
+        return {name: float(rate) if plan.active[name] else 0.0 for name, rate in plan.learning_rates.items()}
 
     @property
     def active(self) -> Mapping[str, bool]:

@@ -76,6 +76,14 @@ class TorchSolver(MiniBatchSolver):
                 group["lr"] = plan.learning_rates[group["name"]]
         self.optimizer.zero_grad(set_to_none=True)
 
+    def learning_rates(self) -> dict[str, float]:
+        """The plan's rates, or the torch lr_scheduler's where one sets them (the groups' rates this iteration)."""
+        rates = super().learning_rates()
+        if self.scheduler is not None:
+            rates.update({group["name"]: float(group["lr"]) if self.plan.active[group["name"]] else 0.0
+                          for group in self.optimizer.param_groups})
+        return rates
+
     def update(self, batch: Batch, step: bool) -> dict[str, Tensor]:
         context = self.context
         chunk = context.chunk_patterns

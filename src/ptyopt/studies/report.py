@@ -1,9 +1,11 @@
 """Study report: mean ± 95 % confidence interval per setting, a paired test of the best setting against each
-other one, and convergence plots (metric vs iteration and vs wall time)."""
+other one, and convergence plots (metric vs iteration, vs wall time and vs forward evaluations): report.md for
+git diffs, report.html (``report_html``) to read, both from the same tables and curves."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,43 +57,55 @@ def compare_to_best(rows: list[dict[str, Any]], settings: list[str], metric: str
     return best, tests
 
 
-def _histories(out_dir: Path, runs: list[RunSpec], metric: str) -> dict[str, list[tuple[np.ndarray, ...]]]:
-    """Per setting, each run's (iterations, wall times, metric values, forward evaluations): logged during the run
-    (output.metrics_every), or else scored from its snapshots (output.snapshot_every)."""
+Curve = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # iterations, wall times [s], values, work
+LOSS_CURVE = "total"  # the weighted total loss, beside the metrics
+
+
+def run_curves(out_dir: Path, runs: list[RunSpec], metrics: list[str]) -> dict[str, dict[str, list[Curve]]]:
+    """Per curve (each metric, and LOSS_CURVE), per setting, each run's (iterations, wall times, values, forward
+    evaluations): metrics logged during the run (output.metrics_every) or else scored from its snapshots
+    (output.snapshot_every); the loss at every iteration. Each result file is read once."""
     from ptyopt.io.result_file import read_result
     from ptyopt.studies.runner import run_dir
     from ptyopt.studies.snapshots import snapshot_scores
 
-    curves: dict[str, list[tuple[np.ndarray, ...]]] = {}
+    curves: dict[str, dict[str, list[Curve]]] = {name: {} for name in [*metrics, LOSS_CURVE]}
     for run in runs:
         path = run_dir(out_dir, run) / "result.h5"
         if not path.exists():
             continue
         history = read_result(path).history
-        if f"metric_{metric}" in history:
-            at = np.searchsorted(history["iteration"], history["metric_iteration"])
-            work = (history["forward_evaluations"][at] if "forward_evaluations" in history
-                    else np.full(len(at), np.nan))
-            curves.setdefault(run.setting, []).append(
-                (history["metric_iteration"], history["metric_wall_time_s"], history[f"metric_{metric}"], work))
-        elif (scored := snapshot_scores(path.parent, metric)) is not None:  # scored now, from the run's snapshots
-            curves.setdefault(run.setting, []).append(scored)
+        work = history.get("forward_evaluations", np.full(len(history.get("iteration", [])), np.nan))
+        for metric in metrics:
+            if f"metric_{metric}" in history:
+                at = np.searchsorted(history["iteration"], history["metric_iteration"])
+                curves[metric].setdefault(run.setting, []).append(
+                    (history["metric_iteration"], history["metric_wall_time_s"], history[f"metric_{metric}"],
+                     work[at]))
+            elif (scored := snapshot_scores(path.parent, metric)) is not None:  # scored now, from the snapshots
+                curves[metric].setdefault(run.setting, []).append(scored)
+        if LOSS_CURVE in history:
+            curves[LOSS_CURVE].setdefault(run.setting, []).append(
+                (history["iteration"], history["wall_time_s"], history[LOSS_CURVE], work))
     return curves
 
 
-def convergence_figure(out_dir: Path, runs: list[RunSpec], metric: str) -> Path | None:
+def aligned(items: list[Curve]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A setting's runs cut to their common length: iterations (n,), mean wall times (n,), mean work (n,) and
+    the values (runs, n)."""
+    n = min(len(c[0]) for c in items)
+    return (items[0][0][:n], np.mean([c[1][:n] for c in items], axis=0), np.mean([c[3][:n] for c in items], axis=0),
+            np.array([c[2][:n] for c in items]))
+
+
+def convergence_figure(out_dir: Path, metric: str, curves: dict[str, list[Curve]]) -> Path | None:
     """Mean over seeds of ``metric`` vs iteration, vs loop wall time and vs forward-model evaluations (patterns
     pushed through the model, the device-independent cost), one line per setting."""
-    curves = _histories(out_dir, runs, metric)
     if not curves:
         return None
     fig, (ax_it, ax_t, ax_w) = plt.subplots(1, 3, figsize=(15, 4.2), constrained_layout=True)
     for setting, items in curves.items():
-        n = min(len(c[0]) for c in items)
-        iterations = items[0][0][:n]
-        times = np.mean([c[1][:n] for c in items], axis=0)
-        work = np.mean([c[3][:n] for c in items], axis=0)
-        values = np.array([c[2][:n] for c in items])
+        iterations, times, work, values = aligned(items)
         line = ax_it.plot(iterations, values.mean(0), label=setting)[0]
         ax_it.fill_between(iterations, values.min(0), values.max(0), color=line.get_color(), alpha=0.15)
         ax_t.plot(times, values.mean(0), color=line.get_color())
@@ -112,31 +126,74 @@ def _fmt(mean: float, half: float) -> str:
     return f"{mean:.4g} ± {half:.2g}" if math.isfinite(half) else f"{mean:.4g}"
 
 
-def write_report(spec: StudySpec, runs: list[RunSpec], rows: list[dict[str, Any]], out_dir: Path) -> Path:
+SUMMARY_EXTRA = ["final_loss", "loop_time_s", "forward_evaluations"]  # summary columns after the metrics
+
+
+@dataclass
+class StudyTables:
+    """The report's tables as data (report.md and report.html render the same numbers): summary columns (after
+    'setting' and 'n') and one row per setting of formatted mean ± CI cells; the best setting by the primary
+    metric and the tests of it against each other setting (None and [] with a single setting)."""
+
+    columns: list[str]
+    summary: list[list[str]]
+    primary: str
+    best: str | None
+    tests: list[dict[str, Any]]
+
+    def comparison_rows(self) -> list[list[str]]:
+        return [[t["setting"], f"{t['difference']:.4g}", f"{t['p_value']:.3g}", t["test"], str(t["n"])]
+                for t in self.tests]
+
+
+def study_tables(spec: StudySpec, runs: list[RunSpec], rows: list[dict[str, Any]]) -> StudyTables:
     settings = list(dict.fromkeys(run.setting for run in runs))
-    metrics = list(spec.metrics)
-    columns = metrics + ["final_loss", "loop_time_s", "forward_evaluations"]
-    lines = [f"# Study: {spec.name}", "", spec.description.strip(), "",
-             f"{len(settings)} settings × {len(spec.seeds)} seeds (seeds {spec.seeds}) = {len(rows)} runs; "
-             f"base config `{spec.base_config}`; overrides `{spec.overrides}`.", "",
-             "Values are mean ± half-width of the 95 % confidence interval (Student t over seeds).", "",
-             "| setting | n | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
+    columns = list(spec.metrics) + SUMMARY_EXTRA
+    summary = []
     for setting in settings:
         mine = [r for r in rows if r["setting"] == setting]
-        cells = [_fmt(*mean_ci95([r.get(c) for r in mine])) for c in columns]
-        lines.append(f"| {setting} | {len(mine)} | " + " | ".join(cells) + " |")
-    primary = metrics[0]
-    if len(settings) > 1:
-        best, tests = compare_to_best(rows, settings, primary)
-        direction = "higher" if HIGHER_IS_BETTER[primary] else "lower"
-        lines += ["", f"## Best setting by {primary} ({direction} is better): {best}", "",
-                  "Two-sided paired t-test over shared seeds (Welch's t-test where fewer than two seeds are shared); "
-                  f"with {len(spec.seeds)} seeds the test has little power, so p > 0.05 means *not shown*, "
-                  "not *equal*.", "",
-                  f"| other setting | {primary} difference (best − other) | p | test | n |", "|---|---|---|---|---|"]
-        for t in tests:
-            lines.append(f"| {t['setting']} | {t['difference']:.4g} | {t['p_value']:.3g} | {t['test']} | {t['n']} |")
-    figures = [convergence_figure(out_dir, runs, metric) for metric in metrics]
+        summary.append([setting, str(len(mine)), *(_fmt(*mean_ci95([r.get(c) for r in mine])) for c in columns)])
+    primary = spec.metrics[0]
+    best, tests = compare_to_best(rows, settings, primary) if len(settings) > 1 else (None, [])
+    return StudyTables(columns, summary, primary, best, tests)
+
+
+def study_summary_line(spec: StudySpec, runs: list[RunSpec], rows: list[dict[str, Any]]) -> str:
+    settings = len(dict.fromkeys(run.setting for run in runs))
+    return (f"{settings} settings × {len(spec.seeds)} seeds (seeds {spec.seeds}) = {len(rows)} runs; "
+            f"base config `{spec.base_config}`; overrides `{spec.overrides}`.")
+
+
+CI_NOTE = "Values are mean ± half-width of the 95 % confidence interval (Student t over seeds)."
+
+
+def comparison_note(spec: StudySpec) -> str:
+    return ("Two-sided paired t-test over shared seeds (Welch's t-test where fewer than two seeds are shared); "
+            f"with {len(spec.seeds)} seeds the test has little power, so p > 0.05 means *not shown*, not *equal*.")
+
+
+def best_heading(tables: StudyTables) -> str:
+    direction = "higher" if HIGHER_IS_BETTER[tables.primary] else "lower"
+    return f"Best setting by {tables.primary} ({direction} is better): {tables.best}"
+
+
+def write_report(spec: StudySpec, runs: list[RunSpec], rows: list[dict[str, Any]], out_dir: Path) -> Path:
+    """OUT/report.md (for git diffs) and, beside it, the self-contained OUT/report.html (tables, tests and mean ±
+    95 % CI curves); returns the report.md path."""
+    from ptyopt.studies.report_html import write_report_html
+
+    tables = study_tables(spec, runs, rows)
+    lines = [f"# Study: {spec.name}", "", spec.description.strip(), "", study_summary_line(spec, runs, rows), "",
+             CI_NOTE, "", "| setting | n | " + " | ".join(tables.columns) + " |",
+             "|---|---|" + "---|" * len(tables.columns)]
+    lines += ["| " + " | ".join(row) + " |" for row in tables.summary]
+    if tables.best is not None:
+        lines += ["", f"## {best_heading(tables)}", "", comparison_note(spec), "",
+                  f"| other setting | {tables.primary} difference (best − other) | p | test | n |",
+                  "|---|---|---|---|---|"]
+        lines += ["| " + " | ".join(row) + " |" for row in tables.comparison_rows()]
+    curves = run_curves(out_dir, runs, list(spec.metrics))
+    figures = [convergence_figure(out_dir, metric, curves[metric]) for metric in spec.metrics]
     figures = [f for f in figures if f is not None]
     if figures:
         lines += ["", "## Convergence", ""] + [f"![{f.stem}]({f.name})" for f in figures]
@@ -145,4 +202,5 @@ def write_report(spec: StudySpec, runs: list[RunSpec], rows: list[dict[str, Any]
         lines += ["", "## Interpretation", "", interpretation.read_text().strip()]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
+    write_report_html(spec, runs, rows, out_dir, tables, curves)
     return path
