@@ -93,6 +93,9 @@ def test_bad_inputs_are_config_errors():
 
     with pytest.raises(ConfigError, match="step_ang must be a positive number"):
         dataclasses.replace(GOOD, step_ang=0.0)
+    with pytest.raises(ConfigError, match="unknown device 'gpu0'"):
+        make_plan(dataclasses.replace(GOOD, device="gpu0"))
+    assert make_plan(dataclasses.replace(GOOD, device="cuda:7")).free_memory_mib is None  # planning for elsewhere
 
 
 def test_cli_plans_from_numbers_and_refuses_missing_ones(tmp_path):

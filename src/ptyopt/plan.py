@@ -199,7 +199,7 @@ def make_plan(inputs: PlanInputs, record: dict[str, Any] | None = None) -> Plan:
     per_pattern = activation_bytes_per_pattern(model, window, complex_itemsize=8)
     canvas = [math.ceil(extent / dx) + i.detector_px + 2 * i.object_margin_px + 1 for extent in i.scan_extent_ang]
     fixed = canvas[0] * canvas[1] * i.n_slices * i.object_modes * 8 * 6
-    free = free_memory_bytes(_device(i.device))
+    free = _free_bytes(i.device)
     seconds, reference = estimate_time_s(i, record)
     alpha = i.conv_angle_mrad * 1e-3
     plan = Plan(
@@ -255,13 +255,18 @@ def plan_warnings(plan: Plan) -> list[str]:
     return out
 
 
-def _device(name: str):
+def _free_bytes(device: str) -> int | None:
+    """The free memory of ``device`` here, or None when it is not present on this machine (planning for another)."""
     import torch
 
     try:
-        return torch.device(name)
+        parsed = torch.device(device)
     except RuntimeError:
-        raise ConfigError(f"plan: unknown device '{name}'") from None
+        raise ConfigError(f"plan: unknown device '{device}' (e.g. cpu, cuda, cuda:1)") from None
+    try:
+        return free_memory_bytes(parsed)
+    except (RuntimeError, AssertionError):
+        return None
 
 
 def inputs_from_config(config: ReconstructionConfig, specimen_thickness_ang: float | None = None) -> PlanInputs:
