@@ -87,6 +87,16 @@ def test_learning_rates_follow_a_torch_lr_scheduler(tiny_config, tmp_path):
     np.testing.assert_allclose(history["lr_object_phase"], [1e-3, 5e-4, 2.5e-4], rtol=1e-12)
 
 
+def test_a_solver_choosing_its_own_steps_logs_no_rate_and_the_page_lists_the_stages(tiny_config, tmp_path):
+    config = tiny_config(solver={"iterations": 3, "switch": [
+        {"start_iter": 3, "name": "lbfgs", "options": {"max_iter": 2, "max_evals": 4}}]})
+    run = run_reconstruction(config, out_dir=tmp_path, show_progress=False)
+    np.testing.assert_array_equal(run.result.history["lr_object_phase"], [5e-4, 5e-4, np.nan])
+    text = run.files["report"].read_text()
+    assert ('<tr><td class="num">0</td><td>adam</td><td class="num">1</td><td class="num">2</td></tr>'
+            '<tr><td class="num">1</td><td>lbfgs</td><td class="num">3</td><td class="num">3</td></tr>') in text
+
+
 def test_a_stopped_run_says_so_and_its_resume_continues_the_page(tiny_config, tmp_path):
     config = tiny_config(solver={"iterations": 5})
 
