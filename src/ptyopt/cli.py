@@ -235,7 +235,8 @@ def reconstruct(
     resume: Annotated[bool, typer.Option(help="continue from the checkpoint in the output folder")] = False,
     overwrite: Annotated[bool, typer.Option(help="replace the run the output folder holds (else refused)")] = False,
 ) -> None:
-    """Reconstruct a dataset: writes result.h5, config.yaml, TIFFs, PNGs (and metrics.json with a truth).
+    """Reconstruct a dataset: writes result.h5, config.yaml, TIFFs, PNGs, report.html (a dashboard rewritten at
+    each checkpoint) and metrics.json with a truth.
     An output folder that holds a run is never written into unless --resume continues it or --overwrite
     replaces it."""
     from ptyopt.config import load_config
@@ -306,7 +307,8 @@ def study(
     scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address (instead of local workers)")] = None,
     profile: Annotated[str | None, typer.Option(help="a scale defined in the spec, e.g. poster")] = None,
 ) -> None:
-    """Run a controlled study (settings × seeds) and write results.csv and report.md; resumes when rerun."""
+    """Run a controlled study (settings × seeds) and write results.csv, report.md and report.html (self-contained,
+    with the mean ± CI curves); resumes when rerun."""
     from ptyopt.progress import progress_bar
     from ptyopt.studies.report import write_report
     from ptyopt.studies.runner import is_finished, run_study
@@ -324,7 +326,7 @@ def study(
         rows = run_study(spec, runs, out_dir, workers=workers, scheduler=scheduler,
                          on_row=lambda row: bar.advance(task))
     report = write_report(spec, runs, rows, out_dir)
-    console.print(f"wrote {out_dir / 'results.csv'} and {report}")
+    console.print(f"wrote {out_dir / 'results.csv'}, {report} and {report.with_name('report.html')}")
 
 
 @command()
