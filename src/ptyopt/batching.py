@@ -223,3 +223,11 @@ def describe_groups(positions_px: np.ndarray, groups: list[np.ndarray]) -> dict[
         "max_size": float(max(sizes)),
         "mean_nn_spread_px": mean_nn_spread(positions_px, groups),
     }
+
+
+def evenly_spread(n_items: int, count: int) -> np.ndarray:
+    """At most ``count`` indices spread evenly over 0..n_items-1, the first and the last among them (all of them
+    when there are not more than ``count``)."""
+    if count >= n_items:
+        return np.arange(n_items)
+    return np.unique(np.round(np.linspace(0, n_items - 1, count)).astype(np.int64))

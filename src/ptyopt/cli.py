@@ -255,6 +255,9 @@ def reconstruct(
 
 
 def _report(run) -> None:
+    if "stopped_at" in run.result.attrs:
+        console.print(f"stopped after iteration {run.result.attrs['stopped_at']} (solver.stop_when): "
+                      f"{run.result.attrs['stop_reason']}")
     console.print(f"results in {run.out_dir}:")
     for label, path in run.files.items():
         console.print(f"  {label:>16}: {path.name}")

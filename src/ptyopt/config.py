@@ -19,6 +19,8 @@ from ptyopt.errors import ConfigError
 from ptyopt.model.tensors import TENSOR_NAMES
 from ptyopt.objective.losses import LossParams, parse_losses
 from ptyopt.objective.schedules import ScheduleLike
+from ptyopt.objective.stopping import StopCondition, ValidationPlateau
+from ptyopt.objective.weighting import WeightingConfig
 from ptyopt.physics.propagators import PROPAGATORS
 from ptyopt.registry import did_you_mean
 
@@ -207,6 +209,10 @@ class SolverConfig(StrictModel):
     nan_lr_factor: float = Field(0.5, gt=0, lt=1, description="NaN guard: learning-rate factor per rollback")
     scan_search: ScanSearchConfig | None = Field(
         None, description="coordinated searches of the global scan affine (coarse position stage); null = none")
+    stop_when: list[StopCondition] = Field(
+        default_factory=list, description="stopping rules without ground truth (any one ends the run before "
+        "solver.iterations): [{kind: validation_plateau, patience: 3}] (needs validation_fraction > 0), "
+        "[{kind: discrepancy, target: 1.0}] (the misfit reached the Poisson noise; needs counts)")
 
     @property
     def stages(self) -> list[SolverStage]:
@@ -231,6 +237,9 @@ class SolverConfig(StrictModel):
                 raise ConfigError(f"solver.switch[{i}].start_iter is {stage.start_iter}; each switch must start "
                                   f"after iteration {previous} (stage 0 starts at 1 and start_iter must increase)")
             previous = stage.start_iter
+        if self.validation_fraction == 0 and any(isinstance(r, ValidationPlateau) for r in self.stop_when):
+            raise ConfigError("solver.stop_when validation_plateau watches the held-out validation loss; set "
+                              "solver.validation_fraction (e.g. 0.1) or remove the rule")
         return self  # names, options and capabilities: ptyopt.solvers.checks.check_config
 
 
@@ -281,6 +290,10 @@ class ReconstructionConfig(StrictModel):
     loss: dict[str, SerializeAsAny[LossParams]] = Field(
         default_factory=lambda: {"single": {}}, description="loss terms by name with their parameters and weights"
     )
+    loss_weighting: WeightingConfig | None = Field(
+        None, description="adaptive loss weights (one rule per run; null = the configured weights): {rule: "
+        "gradient_balance, fraction: 0.1} | {rule: discrepancy, relax: 0.5} | {rule: uncertainty} (see "
+        "ptyopt.objective.weighting)")
     constraints: dict[str, SerializeAsAny[StrictModel]] = Field(
         default_factory=dict, description="constraints by name, each with start_iter/step/end_iter (all off)"
     )

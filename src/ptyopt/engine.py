@@ -23,6 +23,7 @@ from ptyopt.batching import GroupSampler
 from ptyopt.errors import ConfigError, PtyoptError
 from ptyopt.io.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from ptyopt.model.tensors import STATE_KEYS
+from ptyopt.objective.adaptation import Adaptation
 from ptyopt.objective.constraints import ConstraintContext, apply_constraints, build_constraints
 from ptyopt.objective.losses import build_losses, loss_values
 from ptyopt.objective.schedules import as_schedule
@@ -43,6 +44,8 @@ class LoopState:
     lr_multiplier: float = 1.0
     history: dict[str, list[float]] = field(default_factory=dict)
     elapsed_s: float = 0.0
+    stopped_at: int | None = None  # a stopping rule ended the run after this iteration (solver.stop_when) ...
+    stop_reason: str | None = None  # ... for this reason
 
 
 IterationCallback = Callable[["Engine", int], None]
@@ -101,6 +104,7 @@ class Engine:
             for name, update in self.config.optimize.updates().items()
             if update.start_iter is not None
         }
+        self.adaptation = Adaptation(problem, self.losses, self.train_indices)
         search = self.config.solver.scan_search
         self.scan_search = None if search is None else CoordinatedAffineSearch(search, problem.model)
         self.stages = self.config.solver.stages
@@ -158,7 +162,8 @@ class Engine:
     # ---- one iteration --------------------------------------------------------------------------------------
 
     def _iterate(self, iteration: int) -> dict[str, float]:
-        weights = {term.name: term.weight.value(iteration) for term in self.losses}
+        scheduled = {term.name: term.weight.value(iteration) for term in self.losses}
+        weights = self.adaptation.weights(iteration, scheduled)
         plan = IterationPlan(
             iteration=iteration,
             active={name: update.active(iteration) for name, update in self.config.optimize.updates().items()},
@@ -183,6 +188,7 @@ class Engine:
         ctx = ConstraintContext(iteration=iteration, refined=refined, **self.context_base)
         with torch.no_grad():
             apply_constraints(self.constraints, self.state, ctx)
+        self.adaptation.end_iteration(iteration, self.state, means, scheduled)
         means["total"] = sum(weights[name] * means[name] for name in weights)
         means.update({f"weight_{name}": w for name, w in weights.items()})
         return {**means, **rates}
@@ -224,6 +230,7 @@ class Engine:
             "state": {k: v.detach().clone() for k, v in self.state.items()},
             "solver": self.solver.snapshot(),
             "stage": self.stage,
+            "adaptation": self.adaptation.state_dict(),
         }
 
     def _restore(self, snapshot: dict) -> None:
@@ -232,6 +239,7 @@ class Engine:
                 self.state[key].copy_(value)
         self._enter_stage(int(snapshot.get("stage", 0)))  # a rollback or resume may cross a switch
         self.solver.load_state_dict(copy.deepcopy(snapshot["solver"]))
+        self.adaptation.load_state_dict(snapshot.get("adaptation"))
 
     def checkpoint_payload(self, snapshot: dict) -> dict:
         return {
@@ -274,6 +282,10 @@ class Engine:
                              for i, (stage, end) in enumerate(zip(self.stages, ends, strict=True)))
             self.console.print(f"solver stages {plan}; iteration {start_iteration} runs stage "
                                f"{self.config.solver.stage_at(start_iteration)}")
+        if self.loop.stopped_at is not None:
+            self.console.print(f"the run stopped after iteration {self.loop.stopped_at} ({self.loop.stop_reason}); "
+                               "nothing to continue")
+            return self.loop
         try:
             with progress_bar(disable=not show_progress) as bar:
                 task = bar.add_task("reconstruct", total=total, completed=self.loop.iteration)
@@ -296,10 +308,13 @@ class Engine:
                         continue
                     retries = 0
                     self.loop.elapsed_s += time.perf_counter() - t0
-                    self._record(iteration, losses)
+                    validation = self._record(iteration, losses)
                     self.loop.iteration = iteration
+                    reason = self.adaptation.should_stop(iteration, self.state, validation)
+                    if reason:
+                        self.loop.stopped_at, self.loop.stop_reason = iteration, reason
                     good = self._snapshot()
-                    if iteration % self.config.output.checkpoint_every == 0 or iteration == total:
+                    if iteration % self.config.output.checkpoint_every == 0 or iteration == total or reason:
                         self.save_checkpoint(good)
                     terms = "  ".join(f"{term.name} {losses[term.name]:.3g}" for term in self.losses)
                     bar.update(task, completed=iteration, description=f"it {iteration}  "
@@ -307,6 +322,9 @@ class Engine:
                                f"{(time.perf_counter() - t0):.2f} s/it")
                     for callback in self.callbacks:
                         callback(self, iteration)
+                    if reason:
+                        self.console.print(f"stopped after iteration {iteration} of {total}: {reason}")
+                        break
                     iteration += 1
         except KeyboardInterrupt:
             self._restore(good)
@@ -317,7 +335,7 @@ class Engine:
             ) from None
         return self.loop
 
-    def _record(self, iteration: int, losses: dict[str, float]) -> None:
+    def _record(self, iteration: int, losses: dict[str, float]) -> float | None:
         """One history row. Every iteration: iteration, wall_time_s, forward_evaluations, solver_stage,
         lr_multiplier, each loss term, total, weight_<term> and lr_<tensor> for each tensor with a start_iter
         (``Solver.learning_rates``: 0 while frozen, NaN under a solver that picks its own steps); every
@@ -329,9 +347,12 @@ class Engine:
                "lr_multiplier": self.loop.lr_multiplier, **losses}
         every = self.config.output.metrics_every
         due = (every and iteration % every == 0) or iteration == self.config.solver.iterations
-        if due and len(self.validation_indices):
+        validation = None
+        if (due or self.adaptation.needs_validation) and len(self.validation_indices):
+            values = self.validation_losses()
+            validation = sum(losses[f"weight_{name}"] * value for name, value in values.items())  # as weighted now
             row.update({"validation_iteration": float(iteration),
-                        **{f"validation_{k}": v for k, v in self.validation_losses().items()}})
+                        **{f"validation_{k}": v for k, v in values.items()}})
         if self.metrics_fn is not None and every and iteration % every == 0:
             metrics = self.metrics_fn(self.state)
             row.update({"metric_iteration": float(iteration), "metric_wall_time_s": self.loop.elapsed_s})
@@ -341,3 +362,4 @@ class Engine:
             # a run resumed from a checkpoint written before lr_* were logged: NaN for the earlier iterations, so
             # that every per-iteration list keeps the length of history["iteration"]
             history.setdefault(key, [math.nan] * done if key.startswith("lr_") else []).append(value)
+        return validation

@@ -231,6 +231,8 @@ def run_reconstruction(config: ReconstructionConfig, *, out_dir: Path | None = N
         raise
     result = result_from_state(problem, engine.state, engine.loop.history, config_yaml)
     result.attrs.update(origin, end_time=datetime.now(UTC).isoformat(timespec="seconds"))
+    if engine.loop.stopped_at is not None:  # a stopping rule (solver.stop_when) ended the run
+        result.attrs.update(stopped_at=engine.loop.stopped_at, stop_reason=engine.loop.stop_reason)
     metrics = metrics_fn(engine.state) if metrics_fn is not None else None
     if metrics is not None:
         metrics = {**metrics, "iterations": engine.loop.iteration, "wall_time_s": engine.loop.elapsed_s}

@@ -14,8 +14,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ptyopt.explain.session import Session, batch_terms, batches
+from ptyopt.explain.session import Session, batches
 from ptyopt.model.tensors import STATE_KEY, TENSORS
+from ptyopt.objective.gradients import term_gradients as gradients_of_terms
 
 
 def refined_tensors(session: Session) -> list[str]:
@@ -32,19 +33,11 @@ def term_gradients(session: Session, state: dict[str, Tensor], weights: dict[str
                    indices: np.ndarray | None = None) -> dict[str, dict[str, Tensor]]:
     """{term: {tensor: g_t}}: each term's gradient (batch mean over ``indices``) for each tensor (config names)."""
     indices = session.indices if indices is None else indices
-    params = {key: value.detach().clone() for key, value in state.items()}
-    leaves = [params[STATE_KEY[name]].requires_grad_(True) for name in tensors]
-    chunks = batches(indices, session.batch_size)
-    sums = {term.name: [torch.zeros_like(leaf) for leaf in leaves] for term in session.losses}
-    for chunk in chunks:
-        terms = batch_terms(session, params, chunk, weights)
-        names = [name for name, value in terms.items() if value.requires_grad]  # the others touch no tensor here
-        for i, name in enumerate(names):
-            grads = torch.autograd.grad(terms[name], leaves, retain_graph=i + 1 < len(names), allow_unused=True)
-            for total, grad in zip(sums[name], grads, strict=True):
-                if grad is not None:
-                    total += grad / len(chunks)
-    return {term: dict(zip(tensors, grads, strict=True)) for term, grads in sums.items()}
+    keys = [STATE_KEY[name] for name in tensors]
+    per_term = gradients_of_terms(session.model, state, session.losses, weights, session.problem.patterns,
+                                  batches(indices, session.batch_size), keys)
+    return {term: {name: grads[key] for name, key in zip(tensors, keys, strict=True)}
+            for term, grads in per_term.items()}
 
 
 def _inner(a: Tensor, b: Tensor) -> float:

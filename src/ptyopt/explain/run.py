@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ptyopt.batching import evenly_spread
 from ptyopt.errors import ConfigError, DataError
 from ptyopt.evaluate.evaluation import json_safe, load_result, per_slice_frc
 from ptyopt.explain import figures
@@ -15,7 +16,7 @@ from ptyopt.explain.gradients import gradient_shares, refined_tensors, term_grad
 from ptyopt.explain.landscape import checked_range, landscape_cut, parse_cut
 from ptyopt.explain.probe_depth import column_and_gap_positions, probe_through_slices
 from ptyopt.explain.residuals import position_field, position_residuals, residual_summary
-from ptyopt.explain.session import open_session, spread_indices, weights_at
+from ptyopt.explain.session import open_session, weights_at
 from ptyopt.io.result_file import SNAPSHOT_DIR
 
 EXPLAIN_JSON = "explain.json"
@@ -42,7 +43,7 @@ class ExplainOptions:
 def snapshot_files(result_path: Path, limit: int) -> list[Path]:
     """Up to ``limit`` of the run's snapshots (evenly spread, the last one kept) beside RESULT.h5."""
     files = sorted((result_path.parent / SNAPSHOT_DIR).glob("iter_*.h5"))
-    return [files[i] for i in spread_indices(len(files), limit)] if files else []
+    return [files[i] for i in evenly_spread(len(files), limit)] if files else []
 
 
 def explain_result(result_path: Path, out_dir: Path, options: ExplainOptions) -> dict[str, Any]:

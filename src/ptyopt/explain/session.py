@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ptyopt.batching import evenly_spread
 from ptyopt.errors import DataError
 from ptyopt.evaluate.data_fidelity import result_config, result_state
 from ptyopt.evaluate.evaluation import load_result
@@ -42,13 +43,6 @@ class Session:
         return result_state(result, self.problem)
 
 
-def spread_indices(n_positions: int, count: int) -> np.ndarray:
-    """At most ``count`` position indices spread evenly over 0..n_positions-1 (all of them when fewer)."""
-    if count >= n_positions:
-        return np.arange(n_positions)
-    return np.unique(np.round(np.linspace(0, n_positions - 1, count)).astype(np.int64))
-
-
 def open_session(path: str | Path, *, data_path: str | Path | None = None, device: str = "cpu",
                  max_positions: int = 256) -> Session:
     """Open RESULT.h5 with the data of its config (or data_path). DataError when the data are missing or do not
@@ -63,7 +57,7 @@ def open_session(path: str | Path, *, data_path: str | Path | None = None, devic
     model = ForwardModel(config.model, problem.geometry, state, fixed_propagators=False, device=problem.device,
                          real_dtype=problem.real_dtype)
     return Session(path, result, problem, state, model, build_losses(config.loss),
-                   spread_indices(problem.dataset.n_patterns, max_positions))
+                   evenly_spread(problem.dataset.n_patterns, max_positions))
 
 
 def weights_at(result: ReconstructionResult, losses: list[LossTerm]) -> dict[str, float]:

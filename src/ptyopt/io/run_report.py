@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import tifffile
 
+from ptyopt.batching import evenly_spread
 from ptyopt.io import html_page as h
 from ptyopt.io.result_file import REPORT_NAME, SNAPSHOT_DIR, slice_summed_phase
 
@@ -259,10 +260,7 @@ def write_run_report(out_dir: Path, page: RunPage) -> Path:
 
 def pick_evenly(items: list, count: int) -> list:
     """At most ``count`` items, evenly spread, the first and the last always among them."""
-    if len(items) <= count:
-        return list(items)
-    picks = np.unique(np.round(np.linspace(0, len(items) - 1, count)).astype(int))
-    return [items[i] for i in picks]
+    return [items[i] for i in evenly_spread(len(items), count)]
 
 
 class RunReporter:
