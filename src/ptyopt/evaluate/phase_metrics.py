@@ -285,6 +285,31 @@ def phase_metrics(
     phase = slice_sum(recon_phase_slices, occupancy)
     truth_phase = truth_on_canvas(truth, phase.shape, canvas_origin_ang, dx_ang)
     mask = scanned_region_mask(phase.shape, canvas_origin_ang, dx_ang, positions_ang, margin_ang)
-    metrics = compare_phase(phase, truth_phase, mask, register=register, remove_ramp=remove_ramp,
-                            max_shift_px=max_shift_px)
-    return {**metrics, "margin_ang": float(margin_ang)}
+    aligned, info = align_phase(phase, truth_phase, mask, register=register, remove_ramp=remove_ramp,
+                                max_shift_px=max_shift_px)
+    region = info.pop("region")
+    return {**phase_error_metrics(aligned, truth_phase, region), **info, "margin_ang": float(margin_ang),
+            "frc_resolution_ang": frc_resolution_to_truth(aligned, truth_phase, region, dx_ang)}
+
+
+def frc_resolution_to_truth(aligned: np.ndarray, truth_phase: np.ndarray, region: np.ndarray,
+                            dx_ang: float) -> float:
+    """The half-bit FRC resolution [Å] of the aligned phase against the truth over the region's bounding box
+    (outside pixels at the region's mean); NaN when the curve never crosses (up to the pixel's Nyquist limit) or
+    the region is too small (a per-iteration history holds floats)."""
+    from ptyopt.evaluate.frc import fourier_ring_correlation
+
+    rows, cols = np.nonzero(region.any(axis=1))[0], np.nonzero(region.any(axis=0))[0]
+    if rows.size == 0:
+        return math.nan
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    crops = []
+    for image in (aligned, truth_phase):
+        crop = np.asarray(image, dtype=np.float64)[box].copy()
+        crop[~region[box]] = crop[region[box]].mean()
+        crops.append(crop)
+    try:
+        resolution = fourier_ring_correlation(crops[0], crops[1], dx_ang).resolution_ang
+    except DataError:
+        return math.nan
+    return math.nan if resolution is None else float(resolution)

@@ -20,6 +20,7 @@ from ptyopt.solvers.checks import check_config
 
 # metric name -> True when larger is better (used to pick the best setting)
 HIGHER_IS_BETTER = {"pearson_r": True, "ssim": True, "psnr_db": True, "rmse_rad": False, "nrmse": False,
+                    "frc_resolution_ang": False,
                     "final_loss": False, "wall_time_s": False, "position_rms_error_centred_ang": False,
                     "position_rms_error_affine_ang": False}
 
