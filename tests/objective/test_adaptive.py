@@ -208,3 +208,12 @@ def test_adaptive_weights_resume_exactly(tiny_config, tmp_path):
         update={"iterations": 4})}), show_progress=False, resume=True)
     np.testing.assert_allclose(resumed.result.history["weight_sparse"], whole.result.history["weight_sparse"],
                                rtol=1e-6)
+
+
+def test_a_solver_that_fits_its_own_likelihood_says_the_weighting_is_unused(tiny_config):
+    from ptyopt.solvers.checks import check_config
+
+    notes = check_config(tiny_config(solver={"name": "lsqml"}, loss_weighting={"rule": "uncertainty"}))
+    assert any("fits its own likelihood: loss_weighting" in note for note in notes)
+    assert not any("loss_weighting" in note for note in check_config(tiny_config(loss_weighting={
+        "rule": "uncertainty"})))

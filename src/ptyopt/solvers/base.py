@@ -135,12 +135,15 @@ class Capabilities:
 
     updates: the ``optimize`` tensors it can refine; tilt_modes: the model.tilt_mode values under which it
     refines tilts; learning_rates: optimize.*.lr sets its step sizes (else its own rules do and only the NaN
-    guard's factor scales them); grad_accumulation: it accepts solver.grad_accumulation > 1."""
+    guard's factor scales them); grad_accumulation: it accepts solver.grad_accumulation > 1; loss_terms: it
+    minimises the configured loss terms with their weights (else it fits its own likelihood and only reports
+    them)."""
 
     updates: frozenset[str] = field(default_factory=lambda: frozenset(TENSOR_NAMES))
     tilt_modes: frozenset[str] = frozenset({"global", "each"})
     learning_rates: bool = True
     grad_accumulation: bool = True
+    loss_terms: bool = True
 
 
 def check_capabilities(name: str, capabilities: Capabilities, updates: Mapping[str, TensorUpdate], tilt_mode: str,

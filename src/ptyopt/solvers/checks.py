@@ -31,6 +31,9 @@ def unused_keys(name: str, index: int, config: ReconstructionConfig) -> list[str
             verb = "is" if len(changed) == 1 else "are"
             notes.append(f"{stage_path(index)} '{name}' chooses its own step sizes: {', '.join(changed)} {verb} "
                          "not used (the update windows are)")
+    if not cls.capabilities.loss_terms and config.loss_weighting is not None:
+        notes.append(f"{stage_path(index)} '{name}' fits its own likelihood: loss_weighting changes only the "
+                     "reported loss, not its updates (use adam, a torch.optim class or lbfgs)")
     if cls.kind == "full_batch":
         solver = config.solver
         if solver.grouping != "random" or solver.grad_accumulation != 1:

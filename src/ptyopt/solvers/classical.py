@@ -96,7 +96,7 @@ class ExitWaveSolver(MiniBatchSolver):
 
     capabilities = Capabilities(updates=frozenset({"object_amplitude", "object_phase", "probe", "positions",
                                                    "scan_affine", "scan_drift"}),
-                                learning_rates=False, grad_accumulation=False)
+                                learning_rates=False, grad_accumulation=False, loss_terms=False)
 
     def __init__(self, params: StrictModel, context: SolverContext):
         super().__init__(params, context)
