@@ -97,6 +97,7 @@ class Adaptation:
                               "plateau": self.plateau})
 
     def load_state_dict(self, saved: dict[str, Any] | None) -> None:
+        self._ratio = None  # a rollback repeats the iteration from another state: measure again
         if not saved:
             return
         if self.weighting is not None and saved.get("weighting") is not None:
