@@ -132,10 +132,7 @@ class Engine:
     def fetch(self, indices: np.ndarray, index_tensor: torch.Tensor) -> torch.Tensor:
         if self.meas is not None:
             return self.meas[index_tensor]
-        batch = torch.as_tensor(np.asarray(self.problem.dataset.meas[np.sort(indices)], dtype=np.float32))
-        order = np.argsort(np.argsort(indices))  # the sorted read is faster on disk-backed arrays
-        batch = batch[torch.as_tensor(order)].to(self.problem.device)
-        return self.problem.preprocessor.on_the_fly(batch).to(self.problem.real_dtype)
+        return self.problem.patterns(indices)
 
     # ---- solver stages --------------------------------------------------------------------------------------
 
