@@ -229,6 +229,7 @@ def compare_phase(
     remove_ramp: bool = False,
     max_shift_px: float | None = None,
     upsample: int = 20,
+    dx_ang: float | None = None,
 ) -> dict[str, Any]:
     """Ground-truth metrics of a phase image (Y, X) [rad] against the truth (Y, X) [rad] over mask (Y, X) bool.
 
@@ -240,7 +241,10 @@ def compare_phase(
     aligned, info = align_phase(recon_phase, truth_phase, mask, register=register, remove_ramp=remove_ramp,
                                 max_shift_px=max_shift_px, upsample=upsample)
     region = info.pop("region")
-    return {**phase_error_metrics(aligned, truth_phase, region), **info}
+    metrics = {**phase_error_metrics(aligned, truth_phase, region), **info}
+    if dx_ang is not None:  # with the pixel size [Å]: the FRC resolution against the truth too
+        metrics["frc_resolution_ang"] = frc_resolution_to_truth(aligned, truth_phase, region, dx_ang)
+    return metrics
 
 
 def slice_sum(recon_phase_slices: np.ndarray, occupancy: np.ndarray | None = None) -> np.ndarray:
@@ -285,11 +289,9 @@ def phase_metrics(
     phase = slice_sum(recon_phase_slices, occupancy)
     truth_phase = truth_on_canvas(truth, phase.shape, canvas_origin_ang, dx_ang)
     mask = scanned_region_mask(phase.shape, canvas_origin_ang, dx_ang, positions_ang, margin_ang)
-    aligned, info = align_phase(phase, truth_phase, mask, register=register, remove_ramp=remove_ramp,
-                                max_shift_px=max_shift_px)
-    region = info.pop("region")
-    return {**phase_error_metrics(aligned, truth_phase, region), **info, "margin_ang": float(margin_ang),
-            "frc_resolution_ang": frc_resolution_to_truth(aligned, truth_phase, region, dx_ang)}
+    metrics = compare_phase(phase, truth_phase, mask, register=register, remove_ramp=remove_ramp,
+                            max_shift_px=max_shift_px, dx_ang=dx_ang)
+    return {**metrics, "margin_ang": float(margin_ang)}
 
 
 def frc_resolution_to_truth(aligned: np.ndarray, truth_phase: np.ndarray, region: np.ndarray,
