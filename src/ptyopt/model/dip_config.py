@@ -43,7 +43,7 @@ class DipConfig(StrictModel):
                                 "reconstruction with the same n_slices; the network is fitted to its object before "
                                 "iteration 1 (relative to the config); null = start from the initial object")
     fit_iterations: int = Field(300, ge=1, description="Adam steps of the warm-start fit (mean squared error of "
-                                "phase [rad] and amplitude over the pixels the target covers)")
+                                "phase and amplitude, each over its variance, on the pixels the target covers)")
     fit_lr: float = Field(5e-3, gt=0, description="Adam learning rate of the warm-start fit")
 
 

@@ -96,14 +96,17 @@ class ObjectNetwork:
 
     def fit(self, weights: Tensor, amplitude: Tensor | None, phase: Tensor, iterations: int,
             lr: float) -> tuple[Tensor, dict[str, float]]:
-        """Weights fitted to a target object by Adam on the mean squared error over the pixels where the target is
-        finite: phase [rad] (omode, S, Y, X) and, when the network gives it and ``amplitude`` is given, amplitude.
+        """Weights fitted to a target object by Adam over the pixels where the target is finite: phase [rad]
+        (omode, S, Y, X) and, when the network gives it and ``amplitude`` is given, amplitude. The loss is each
+        part's mean squared error over its variance (so a 2 % amplitude contrast weighs as much as a 1 rad phase).
         Returns the fitted weights (a new tensor) and the RMS errors (``phase_rms_rad``, ``amplitude_rms``)."""
         targets = {"phase": phase}
         if self.config.amplitude and amplitude is not None:
             targets["amplitude"] = amplitude
         masks = {name: torch.isfinite(t) for name, t in targets.items()}
         targets = {name: torch.nan_to_num(t) for name, t in targets.items()}
+        # a flat part (vacuum amplitude) has no variance: its floor keeps it fitted, much more than the other part
+        scales = {name: 1.0 / max(float(t[masks[name]].var()), 1e-8) for name, t in targets.items()}
         fitted = weights.detach().clone().requires_grad_(True)
         optimizer = torch.optim.Adam([fitted], lr=lr)
 
@@ -114,7 +117,7 @@ class ObjectNetwork:
 
         for _ in range(iterations):
             optimizer.zero_grad(set_to_none=True)
-            sum(errors().values()).backward()
+            sum(scales[name] * error for name, error in errors().items()).backward()
             optimizer.step()
         with torch.no_grad():
             report = {f"{name}_rms{'_rad' if name == 'phase' else ''}": float(value.sqrt())
@@ -162,7 +165,7 @@ def warm_start(network: ObjectNetwork, state: dict[str, Tensor], canvas_origin_a
     config = network.config
     amplitude, phase = fit_target(config.fit_to, network.shape, canvas_origin_ang, dx_ang)
     like = state["object_phase"]
-    as_tensor = lambda array: torch.as_tensor(np.ascontiguousarray(array), device=like.device).to(like.dtype)  # noqa: E731
+    as_tensor = lambda array: torch.as_tensor(np.array(array), device=like.device).to(like.dtype)  # noqa: E731
     weights, report = network.fit(state[WEIGHTS_KEY], as_tensor(amplitude), as_tensor(phase), config.fit_iterations,
                                   config.fit_lr)
     state[WEIGHTS_KEY] = weights
