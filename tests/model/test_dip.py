@@ -263,6 +263,8 @@ def test_the_dip_config_round_trips_with_every_default_visible(tmp_path):
 @pytest.mark.abtem
 def test_an_adam_run_writes_the_network_output_and_evaluates(tiny_config, tmp_path):
     from ptyopt.evaluate.data_fidelity import result_r_factor
+    from ptyopt.explain.gradients import refined_tensors
+    from ptyopt.explain.session import open_session
     from ptyopt.io.checkpoint import CHECKPOINT_NAME, load_checkpoint
     from ptyopt.reconstruct import run_reconstruction
 
@@ -281,6 +283,8 @@ def test_an_adam_run_writes_the_network_output_and_evaluates(tiny_config, tmp_pa
     pixels = run_reconstruction(tiny_config(solver={"iterations": 1}), out_dir=tmp_path / "pixels",
                                 show_progress=False)
     assert result_r_factor(run.result) < result_r_factor(pixels.result)  # evaluated as pixels, as a pixel result
+    session = open_session(tmp_path / "dip" / "result.h5")  # explain: the weights count as the pixels they give
+    assert refined_tensors(session) == ["object_amplitude", "object_phase", "probe", "positions"]
 
 
 @pytest.mark.abtem
