@@ -318,7 +318,7 @@ def test_kill_9_then_resume_continues_exactly(tiny_config, tmp_path):
     from tests.conftest import kill_9_at, run_in_subprocess
 
     config = tiny_config(model={"object_parametrisation": "dip", "dip": {"channels": 8}},
-                         optimize={**DIP, "probe": {"lr": 1e-4, "start_iter": 2}}, solver={"iterations": 5})
+                         optimize={**DIP, "probe": {"lr": 1e-4, "start_iter": 2}}, solver={"iterations": 4})
     run_in_subprocess(config, tmp_path / "reference")
     kill_9_at(config, 3, tmp_path / "killed")  # the checkpoint of iteration 2 survives
     run_in_subprocess(config, tmp_path / "killed", resume=True)
