@@ -16,6 +16,7 @@ from ptyopt.batching import GROUPING_MODES
 from ptyopt.config_base import StrictModel
 from ptyopt.data.steps import Step
 from ptyopt.errors import ConfigError
+from ptyopt.model.dip_config import DipConfig, check_object_parametrisation
 from ptyopt.model.tensors import TENSOR_NAMES
 from ptyopt.objective.losses import LossParams, parse_losses
 from ptyopt.objective.schedules import ScheduleLike
@@ -69,6 +70,11 @@ class ModelConfig(StrictModel):
         "aperture", description="initial probe: from aperture + aberrations, or the dataset's true probe"
     )
     object_init: Literal["vacuum", "truth"] = Field("vacuum", description="initial object: vacuum or the truth")
+    object_parametrisation: Literal["pixels", "dip"] = Field(
+        "pixels", description="what is optimised for the object: its pixels (optimize.object_phase/object_amplitude), "
+        "or the weights of a deep-image-prior network whose output the object is (model.dip, optimize.object_dip; "
+        "solvers adam/torch.optim and lbfgs)")
+    dip: DipConfig = Field(DipConfig(), description="the deep-image-prior network (object_parametrisation: dip)")
     positions_init: Literal["nominal", "truth"] = Field(
         "nominal", description="initial positions: the nominal scan, or the dataset's true positions"
     )
@@ -120,6 +126,8 @@ class OptimizeConfig(StrictModel):
 
     object_amplitude: TensorUpdate = Field(TensorUpdate(lr=5e-4), description="object amplitude")
     object_phase: TensorUpdate = Field(TensorUpdate(lr=5e-4), description="object phase [rad]")
+    object_dip: TensorUpdate = Field(TensorUpdate(lr=1e-3, start_iter=None), description="weights of the "
+                                     "deep-image-prior object network (model.object_parametrisation: dip)")
     probe: TensorUpdate = Field(TensorUpdate(lr=1e-4), description="probe modes")
     positions: TensorUpdate = Field(TensorUpdate(lr=5e-4), description="position offsets [px]")
     tilts: TensorUpdate = Field(TensorUpdate(lr=1e-3, start_iter=None), description="tilts [mrad]")
@@ -330,6 +338,11 @@ class ReconstructionConfig(StrictModel):
                               "remove the constraint")
         return self
 
+    @model_validator(mode="after")
+    def _object_parametrisation_fits(self) -> ReconstructionConfig:
+        check_object_parametrisation(self)  # a DIP object: what it cannot be combined with
+        return self
+
 
 def _fields_at(model: type[StrictModel], loc: tuple) -> list[str]:
     """Valid keys of the (nested) model at a pydantic error location, for suggestions."""
@@ -373,6 +386,10 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> Reconstru
     if base_dir is not None and not config.data.path.is_absolute():
         data = config.data.model_copy(update={"path": (base_dir / config.data.path).resolve()})
         config = config.model_copy(update={"data": data})
+    fit_to = config.model.dip.fit_to
+    if base_dir is not None and fit_to is not None and not fit_to.is_absolute():
+        dip = config.model.dip.model_copy(update={"fit_to": (base_dir / fit_to).resolve()})
+        config = config.model_copy(update={"model": config.model.model_copy(update={"dip": dip})})
     return config
 
 

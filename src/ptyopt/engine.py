@@ -181,6 +181,7 @@ class Engine:
                 self.scan_search.run(self.state, self.training.chunks(self.config.solver.batch_size,
                                                                       self.scan_search.subset(self.training.indices)))
             self.solver.forward_evaluations += self.scan_search.evaluations - before
+        self.problem.model.store_object(self.state)  # a DIP object's pixels: the network's output, for what follows
         refined = frozenset(name for name, on in plan.active.items() if on)
         ctx = ConstraintContext(iteration=iteration, refined=refined, **self.context_base)
         with torch.no_grad():

@@ -18,6 +18,8 @@ from ptyopt.data import (
 )
 from ptyopt.data.foreign import read_foreign_patterns
 from ptyopt.errors import ConfigError, DataError
+from ptyopt.model.dip_object import object_network
+from ptyopt.model.dip_object import warm_start as dip_warm_start
 from ptyopt.model.forward import ForwardModel
 from ptyopt.model.memory import MemoryPlan, plan_memory
 from ptyopt.model.state import Geometry, initial_state, make_geometry, truth_object_phase, truth_probe
@@ -37,6 +39,7 @@ class Problem:
     device: torch.device
     real_dtype: torch.dtype
     memory: MemoryPlan
+    warm_start: dict[str, float] | None = None  # the DIP warm-start fit's RMS errors, when one ran
 
     def patterns(self, indices: np.ndarray) -> torch.Tensor:
         """The patterns ``indices`` as the model must reproduce them (every preprocessing step applied), on the
@@ -116,7 +119,9 @@ def mean_total_intensity(dataset: Dataset4D, preprocessor: Preprocessor, chunk: 
     return total / dataset.n_patterns
 
 
-def build_problem(config: ReconstructionConfig) -> Problem:
+def build_problem(config: ReconstructionConfig, *, warm_start: bool = True) -> Problem:
+    """Data, geometry, initial state and model of a run. ``warm_start`` False skips the fit of a DIP object to
+    model.dip.fit_to (for a run resumed from its checkpoint, or a finished result read back)."""
     if config.compute.threads is not None:
         torch.set_num_threads(config.compute.threads)
     device = resolve_device(config.device)
@@ -158,6 +163,12 @@ def build_problem(config: ReconstructionConfig) -> Problem:
         state["probe"] = truth_probe(truth, config.model, geometry, probe_power, state["probe"])
     if config.model.object_init == "truth":
         state["object_phase"] = truth_object_phase(truth, config.model, geometry, state["object_phase"])
+    network, fit = None, None
+    if config.model.object_parametrisation == "dip":
+        seed = config.seed if config.model.dip.seed is None else config.model.dip.seed
+        network = object_network(config.model.dip, state, seed)
+        if warm_start and config.model.dip.fit_to is not None:
+            fit = dip_warm_start(network, state, geometry.origin_ang, geometry.dx_ang)
     fixed = (
         opt.tilts.start_iter is None and opt.slice_thickness.start_iter is None and config.model.tilt_mode == "global"
     )
@@ -166,6 +177,6 @@ def build_problem(config: ReconstructionConfig) -> Problem:
                       "wrong position gradients) and measured no faster there; prefer compile: false",
                       stacklevel=2)
     model = ForwardModel(config.model, geometry, state, fixed_propagators=fixed, device=device, real_dtype=real,
-                         compile=config.compute.compile)
+                         compile=config.compute.compile, object_network=network)
     memory = plan_memory(config, geometry, device, complex_itemsize=2 * torch.finfo(real).bits // 8)
-    return Problem(config, dataset, preprocessor, geometry, model, state, probe_power, device, real, memory)
+    return Problem(config, dataset, preprocessor, geometry, model, state, probe_power, device, real, memory, fit)

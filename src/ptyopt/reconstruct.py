@@ -203,9 +203,12 @@ def run_reconstruction(config: ReconstructionConfig, *, out_dir: Path | None = N
     out = Path(out_dir or config.output.dir)
     check_out_dir(out, resume=resume, overwrite=overwrite)
     torch.manual_seed(config.seed)
-    problem = build_problem(config)
+    problem = build_problem(config, warm_start=not resume)  # a resumed run takes its weights from the checkpoint
     if show_progress:
         Console(stderr=True).print(problem.memory.describe())
+        if problem.warm_start is not None:
+            errors = ", ".join(f"{name} {value:.3g}" for name, value in problem.warm_start.items())
+            Console(stderr=True).print(f"model.dip: network fitted to {config.model.dip.fit_to} ({errors})")
     metrics_fn = truth_metrics_fn(problem)
     config_yaml = dump_config(config)
     snapshots = [snapshot_writer(problem, out, config_yaml)] if config.output.snapshot_every else []

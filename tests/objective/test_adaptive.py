@@ -217,3 +217,16 @@ def test_a_solver_that_fits_its_own_likelihood_says_the_weighting_is_unused(tiny
     assert any("fits its own likelihood: loss_weighting" in note for note in notes)
     assert not any("loss_weighting" in note for note in check_config(tiny_config(loss_weighting={
         "rule": "uncertainty"})))
+
+
+def test_gradient_balance_with_a_dip_object_balances_the_network_weights(tiny_config):
+    from ptyopt.reconstruct import run_reconstruction
+
+    config = tiny_config(
+        model={"object_parametrisation": "dip", "dip": {"channels": 8, "levels": 1}},
+        optimize={"object_amplitude": {"start_iter": None}, "object_phase": {"start_iter": None},
+                  "object_dip": {"lr": 3e-3, "start_iter": 1}},
+        loss={"single": {}, "sparse": {"weight": 0.1}}, solver={"iterations": 2},
+        loss_weighting={"rule": "gradient_balance", "fraction": 0.2, "every": 1})
+    weights = run_reconstruction(config, show_progress=False).result.history["weight_sparse"]
+    assert weights[0] == 0.1 and np.isfinite(weights[1]) and weights[1] > 0 and weights[1] != 0.1

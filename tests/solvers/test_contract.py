@@ -67,17 +67,33 @@ def raw_config(name, **sections):
     return {"data": {"path": "x.h5"}, "solver": {"name": name, **sections.pop("solver", {})}, **sections}
 
 
+# what each object parametrisation refines: the weights of a deep-image-prior object replace the pixels it gives
+PIXEL_TENSORS = [tensor for tensor in TENSOR_NAMES if tensor != "object_dip"]
+DIP_TENSORS = [tensor for tensor in TENSOR_NAMES if tensor not in ("object_amplitude", "object_phase")]
+
+
+def refining(tensors):
+    """The config sections that refine ``tensors`` from iteration 1 (a DIP object for the network's weights)."""
+    optimize = {tensor: {"lr": 1e-3, "start_iter": 1} for tensor in tensors}
+    if "object_dip" not in tensors:
+        return {"optimize": optimize}
+    pixels = {tensor: {"start_iter": None} for tensor in ("object_amplitude", "object_phase") if tensor not in tensors}
+    return {"optimize": {**pixels, **optimize}, "model": {"object_parametrisation": "dip"}}
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_what_a_solver_cannot_do_is_refused_at_config_time(name, make_problem):
     capabilities = solver_class(name).capabilities
-    every = {tensor: {"lr": 1e-3, "start_iter": 1} for tensor in TENSOR_NAMES}
     unsupported = [tensor for tensor in TENSOR_NAMES if tensor not in capabilities.updates]
     for tensor in unsupported:
-        raw = raw_config(name, optimize={tensor: {"lr": 1e-3, "start_iter": 1}})
-        with pytest.raises(ConfigError, match=rf"solver '{name}' refines .* only; set optimize.{tensor}.start_iter"):
-            check_config(parse_config(raw))
-        problem = make_problem(optimize={tensor: {"lr": 1e-3, "start_iter": 1}})
-        with pytest.raises(ConfigError, match=rf"optimize.{tensor}.start_iter: null"):
+        sections = refining([tensor])
+        refusal = (rf"solver '{name}' cannot use a deep-image-prior object .*use solver.name: adam"
+                   if tensor == "object_dip" else rf"solver '{name}' refines .* only; set optimize.{tensor}.start_iter")
+        with pytest.raises(ConfigError, match=refusal):
+            check_config(parse_config(raw_config(name, **sections)))
+        problem = make_problem(optimize=sections["optimize"], **sections.get("model", {}))
+        with pytest.raises(ConfigError, match=refusal if tensor == "object_dip" else
+                           rf"optimize.{tensor}.start_iter: null"):
             solver_on(problem, name, {k: v.clone() for k, v in problem.initial_state.items()})
     for mode in ("global", "each"):
         raw = raw_config(name, optimize={"tilts": {"lr": 1e-3, "start_iter": 1}}, model={"tilt_mode": mode})
@@ -87,8 +103,9 @@ def test_what_a_solver_cannot_do_is_refused_at_config_time(name, make_problem):
     if not capabilities.grad_accumulation:
         with pytest.raises(ConfigError, match="set solver.grad_accumulation: 1"):
             check_config(parse_config(raw_config(name, solver={"grad_accumulation": 2})))
-    if not unsupported and capabilities.tilt_modes == {"global", "each"}:
-        check_config(parse_config(raw_config(name, optimize=every)))  # everything is accepted
+    if not unsupported and capabilities.tilt_modes == {"global", "each"}:  # everything is accepted
+        for tensors in (PIXEL_TENSORS, DIP_TENSORS):
+            check_config(parse_config(raw_config(name, **refining(tensors))))
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -107,5 +107,5 @@ def result_r_factor(
     config = result_config(result, data_path=data_path, device=device)
     if not config.data.path.exists():
         raise DataError(f"data file {config.data.path} not found; give the data file explicitly")
-    problem = build_problem(config)
+    problem = build_problem(config, warm_start=False)  # the result's object is read as pixels
     return model_r_factor(problem, result_state(result, problem), batch_size=batch_size)

@@ -15,15 +15,22 @@ import torch
 from torch import Tensor
 
 from ptyopt.explain.session import Session, batches
+from ptyopt.model.dip_config import owned_keys
 from ptyopt.model.tensors import STATE_KEY, TENSORS
 from ptyopt.objective.gradients import term_gradients as gradients_of_terms
 
 
 def refined_tensors(session: Session) -> list[str]:
     """Config names of the tensors the run refined (optimize.<name>.start_iter set), in the table's order; the
-    global scan model's displacement is in the position offsets of a result, so it counts as ``positions``."""
-    updates = session.problem.config.optimize.updates()
+    global scan model's displacement is in the position offsets of a result, so it counts as ``positions``, and a
+    result holds a DIP object as pixels, so the network's weights count as the pixels it gives."""
+    config = session.problem.config
+    updates = config.optimize.updates()
     names = [t.config_name for t in TENSORS if updates[t.config_name].start_iter is not None]
+    if "object_dip" in names:
+        owned = owned_keys(config.model)
+        names = [t.config_name for t in TENSORS if t.config_name != "object_dip"
+                 and (t.config_name in names or t.state_key in owned)]
     if {"scan_affine", "scan_drift"} & set(names) and "positions" not in names:
         names.append("positions")
     return [name for name in names if name not in ("scan_affine", "scan_drift")]

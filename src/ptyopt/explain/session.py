@@ -52,7 +52,7 @@ def open_session(path: str | Path, *, data_path: str | Path | None = None, devic
     config = result_config(result, data_path=data_path, device=device)
     if not config.data.path.exists():
         raise DataError(f"the data file of this result ({config.data.path}) is not there; give it with --data")
-    problem = build_problem(config)
+    problem = build_problem(config, warm_start=False)  # a DIP result's object is read as pixels
     state = result_state(result, problem)
     model = ForwardModel(config.model, problem.geometry, state, fixed_propagators=False, device=problem.device,
                          real_dtype=problem.real_dtype)

@@ -3,12 +3,15 @@
 ``ForwardModel(state, indices)`` maps the state to detected intensities through ``physics.forward_intensities``;
 with ``keep_waves=True`` the same pass keeps its intermediates (``physics.MultisliceWaves``: crops, shifts, the
 wave entering every slice, the far field), which the exit-wave solvers read instead of running a multislice
-of their own. Whatever the model adds (detector response, tilts, ...) thus reaches every solver.
+of their own. Whatever the model adds (detector response, tilts, ...) thus reaches every solver. With a
+deep-image-prior object (``model.dip_object``) every pass first materialises the object from the network's weights
+in the state, inside the autograd graph, so gradients reach the weights.
 """
 
 from __future__ import annotations
 
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -25,6 +28,9 @@ from ptyopt.physics import (
     propagator,
     split_positions,
 )
+
+if TYPE_CHECKING:
+    from ptyopt.model.dip_object import ObjectNetwork
 
 
 class ForwardOutput:
@@ -54,12 +60,16 @@ class ForwardModel:
     position that crosses half a pixel moves the crop instead of wrapping the probe.
     Propagators are computed once when neither tilts nor thicknesses can change. With ``compile`` the pure
     core (``physics.forward_intensities``) runs through torch.compile (one graph per batch size).
+    ``object_network``: the deep-image-prior object, whose output replaces the object pixels of every state that
+    holds its weights (None: the object is pixels).
     """
 
     def __init__(self, config: ModelConfig, geometry: Geometry, initial_state: dict[str, Tensor], *,
-                 fixed_propagators: bool, device: torch.device | str, real_dtype: torch.dtype, compile: bool = False):
+                 fixed_propagators: bool, device: torch.device | str, real_dtype: torch.dtype, compile: bool = False,
+                 object_network: ObjectNetwork | None = None):
         self.config = config
         self.geometry = geometry
+        self.object_network = object_network
         self.scan = ScanModel(geometry, config.scan_drift_order, dtype=real_dtype, device=device)
         self.ky, self.kx = frequency_grid(geometry.window_px, geometry.dx_ang, dtype=real_dtype, device=device)
         self._core = torch.compile(forward_intensities, dynamic=False) if compile else forward_intensities
@@ -85,6 +95,16 @@ class ForwardModel:
         """Probe centres (B, 2) [object px] of the positions ``indices``."""
         return self.scan.centres_px(state, indices)
 
+    def materialise(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The state as the model reads it: with a DIP object, its pixels replaced by the network's output (with
+        the graph to the weights); else the state itself."""
+        return state if self.object_network is None else self.object_network.materialise(state)
+
+    def store_object(self, state: dict[str, Tensor]) -> None:
+        """With a DIP object, write the network's output into the state's object pixels (in place); else nothing."""
+        if self.object_network is not None:
+            self.object_network.store(state)
+
     @staticmethod
     def occupancy(state: dict[str, Tensor]) -> Tensor:
         return state["occupancy"].abs() / state["occupancy"].abs().sum()
@@ -94,6 +114,7 @@ class ForwardModel:
         """Detected intensities of the positions ``indices``; ``keep_waves`` also keeps the pass's intermediates
         (with the incident wave of every slice) in ``ForwardOutput.waves``, through the same code; ``moved_px``
         (B, 2) moves each probe further by that many pixels (diagnostics: landscapes over a position)."""
+        state = self.materialise(state)
         centres = self.centres_px(state, indices)
         crop, shift = split_positions(centres if moved_px is None else centres + moved_px, self.geometry.window_px)
         occupancy = self.occupancy(state)
@@ -107,5 +128,6 @@ class ForwardModel:
 
     def output(self, state: dict[str, Tensor], indices: Tensor, intensities: Tensor) -> ForwardOutput:
         """The batch's ForwardOutput around intensities computed elsewhere (e.g. chunk by chunk)."""
+        state = self.materialise(state)
         crop, _ = split_positions(self.centres_px(state, indices).detach(), self.geometry.window_px)
         return ForwardOutput(intensities, self.occupancy(state), state, crop, self.geometry.window_px)

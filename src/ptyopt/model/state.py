@@ -64,7 +64,8 @@ def initial_state(
 ) -> dict[str, Tensor]:
     """Vacuum object (A = 1, phi = 0), the aberrated probe split into modes with total power probe_power
     (the mean measured total intensity), zero position offsets, the initial tilt, uniform occupancy, the
-    undistorted global scan model (M = 0, drift 0)."""
+    undistorted global scan model (M = 0, drift 0), and no deep-image-prior weights (an empty vector: a DIP object
+    sets them, ``model.dip_object.object_network``)."""
     real = torch.float32 if config.precision == "float32" else torch.float64
     complex_dtype = torch.complex64 if real == torch.float32 else torch.complex128
     shape = (config.object_modes, config.n_slices, *geometry.canvas_px)
@@ -76,6 +77,7 @@ def initial_state(
     return {
         "object_amplitude": torch.ones(shape, dtype=real, device=device),
         "object_phase": torch.zeros(shape, dtype=real, device=device),
+        "object_dip_weights": torch.zeros(0, dtype=real, device=device),
         "probe": probe_modes(probe, config.probe_modes, config.probe_extra_power) * float(np.sqrt(probe_power)),
         "position_offsets_px": torch.zeros(n_positions, 2, dtype=real, device=device),
         "tilts_mrad": tilts,

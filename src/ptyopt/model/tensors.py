@@ -23,6 +23,9 @@ class OptimisableTensor:
 TENSORS: tuple[OptimisableTensor, ...] = (
     OptimisableTensor("object_amplitude", "object_amplitude", ""),
     OptimisableTensor("object_phase", "object_phase", "rad"),
+    # the weights of the deep-image-prior object network, flattened (model.object_parametrisation: dip; empty
+    # under pixels): the object pixels are then its output, not optimised themselves (``model.dip_object``)
+    OptimisableTensor("object_dip", "object_dip_weights", ""),
     OptimisableTensor("probe", "probe", "sqrt(counts)", complex=True),
     OptimisableTensor("positions", "position_offsets_px", "px"),
     OptimisableTensor("tilts", "tilts_mrad", "mrad"),

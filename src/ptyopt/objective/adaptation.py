@@ -13,6 +13,8 @@ import torch
 
 from ptyopt.batching import evenly_spread
 from ptyopt.errors import ConfigError
+from ptyopt.model.dip_config import owned_keys
+from ptyopt.model.tensors import STATE_KEY
 from ptyopt.objective.discrepancy import discrepancy_ratio
 from ptyopt.objective.gradients import norm, term_gradients
 from ptyopt.objective.losses import LossTerm
@@ -71,6 +73,8 @@ class Adaptation:
         if self.weighting is None:
             return
         tensor = getattr(self.weighting.config, "tensor", "object_phase")
+        if tensor in owned_keys(self.problem.config.model):  # a DIP object: the network's weights are what moves
+            tensor = STATE_KEY["object_dip"]
         self.weighting.update(iteration, scheduled, Signals(
             values=values, gradient_norms=lambda: self.gradient_norms(state, scheduled, tensor),
             discrepancy=lambda: self.discrepancy(iteration, state)))

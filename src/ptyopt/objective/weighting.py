@@ -41,7 +41,8 @@ class GradientBalance(_Rule):
     rule: Literal["gradient_balance"] = "gradient_balance"
     fraction: float = Field(0.1, gt=0, description="each regulariser's gradient norm over the data terms' one")
     tensor: Literal["object_phase", "object_amplitude"] = Field(
-        "object_phase", description="the state tensor whose gradient norms are balanced")
+        "object_phase", description="the state tensor whose gradient norms are balanced (with a DIP object: the "
+        "network's weights)")
 
 
 class Discrepancy(_Rule):

@@ -39,6 +39,7 @@ from torch import Tensor
 
 from ptyopt.config_base import StrictModel
 from ptyopt.errors import ConfigError
+from ptyopt.model.dip_config import DIP_SOLVERS_HINT
 from ptyopt.model.tensors import TENSOR_NAMES
 from ptyopt.objective.losses import LossTerm, loss_values
 from ptyopt.registry import Registry, did_you_mean
@@ -147,9 +148,14 @@ class Capabilities:
 
 
 def check_capabilities(name: str, capabilities: Capabilities, updates: Mapping[str, TensorUpdate], tilt_mode: str,
-                       grad_accumulation: int) -> None:
-    """ConfigError when the optimize section (``updates``), model.tilt_mode or solver.grad_accumulation ask solver
-    ``name`` for something it cannot do."""
+                       grad_accumulation: int, object_parametrisation: str = "pixels") -> None:
+    """ConfigError when the optimize section (``updates``), model.tilt_mode, solver.grad_accumulation or
+    model.object_parametrisation ask solver ``name`` for something it cannot do. A solver that cannot refine
+    optimize.object_dip (one that updates pixels from exit waves or by Gauss-Newton steps) refuses a DIP object."""
+    if object_parametrisation == "dip" and "object_dip" not in capabilities.updates:
+        raise ConfigError(f"solver '{name}' cannot use a deep-image-prior object (model.object_parametrisation: dip): "
+                          "it updates object pixels, not the network's weights (optimize.object_dip); "
+                          f"{DIP_SOLVERS_HINT}, or set model.object_parametrisation: pixels")
     refined = [tensor for tensor, update in updates.items() if update.start_iter is not None]
     unsupported = [tensor for tensor in refined if tensor not in capabilities.updates]
     if unsupported:
@@ -293,8 +299,9 @@ def make_solver(name: str, options: Mapping[str, Any], context: SolverContext, l
     """A registered solver by name ('adam', 'epie', ...) or any first-order torch.optim class (AdamW, SGD, ...)."""
     params = solver_params(name, options, lr_scheduler, where)
     cls = solver_class(name)
-    check_capabilities(name, cls.capabilities, context.updates, context.model.config.tilt_mode,
-                       context.grad_accumulation)  # also checked at config time; here for solvers built directly
+    model = context.model.config  # also checked at config time; here for solvers built directly
+    check_capabilities(name, cls.capabilities, context.updates, model.tilt_mode, context.grad_accumulation,
+                       model.object_parametrisation)
     solver = cls(params, context)
     solver.name = name  # 'SGD' runs on the torch.optim class registered as 'adam', and says so
     return solver

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ptyopt.config import OptimizeConfig, ReconstructionConfig, TensorUpdate
 from ptyopt.errors import ConfigError
+from ptyopt.model.dip_config import unused_dip_keys
 from ptyopt.solvers.base import check_capabilities, solver_class, solver_params
 
 
@@ -57,11 +58,12 @@ def check_config(config: ReconstructionConfig) -> list[str]:
         cls = solver_class(stage.name)
         try:
             check_capabilities(stage.name, cls.capabilities, config.optimize.updates(config.solver.stage_window(index)),
-                               config.model.tilt_mode, config.solver.grad_accumulation)
+                               config.model.tilt_mode, config.solver.grad_accumulation,
+                               config.model.object_parametrisation)
             cls.check_config(params, config)
         except ConfigError as err:
             if index == 0:
                 raise
             raise ConfigError(f"{stage_path(index)} ({stage.name}): {err}") from None
         notes += unused_keys(stage.name, index, config)
-    return notes + switched_off(config)
+    return notes + switched_off(config) + unused_dip_keys(config.model)

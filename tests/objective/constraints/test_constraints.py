@@ -45,6 +45,23 @@ def test_every_constraint_has_a_place_in_the_order_and_a_test_entry():
     assert set(EXPECTED_CHANGES) == set(CONSTRAINTS.names())
 
 
+@pytest.mark.parametrize("name", CONSTRAINTS.names())
+def test_each_constraint_declares_the_state_keys_it_changes(name):
+    """``edited_keys`` (what a DIP object checks against) are the keys the generic test below sees change."""
+    cls = CONSTRAINTS.get(name)
+    assert cls.edited_keys(cls.Params()) == EXPECTED_CHANGES[name] and EXPECTED_CHANGES[name] <= set(cls.edits)
+
+
+def test_declared_edits_follow_the_target_and_the_coupling_weights():
+    for name in ("object_blur", "object_z_blur", "kr_filter", "kz_filter"):
+        cls = CONSTRAINTS.get(name)
+        assert cls.edited_keys(cls.Params(target="amplitude")) == {"object_amplitude"}, name
+        assert cls.edited_keys(cls.Params(target="phase")) == {"object_phase"}, name
+    coupling = CONSTRAINTS.get("amplitude_phase_coupling")
+    assert coupling.edited_keys(coupling.Params(alpha_amplitude=0.5, alpha_phase=0.5)) == OBJECT
+    assert coupling.edited_keys(coupling.Params(alpha_amplitude=0.0, alpha_phase=0.5)) == {"object_phase"}
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("name", CONSTRAINTS.names())
 def test_active_constraint_changes_what_it_should_in_place(name, dtype):

@@ -94,6 +94,7 @@ class Constraint(ABC):
     """One in-place operation on the state. Subclasses set ``name`` and a nested ``Params(ConstraintWindow)``."""
 
     name: ClassVar[str]
+    edits: ClassVar[tuple[str, ...]]  # the state keys apply() may change; every registered constraint declares them
     Params: ClassVar[type[ConstraintWindow]] = ConstraintWindow
 
     def __init__(self, params: ConstraintWindow) -> None:
@@ -108,6 +109,11 @@ class Constraint(ABC):
             return False
         return p.end_iter is None or iteration < p.end_iter
 
+    @classmethod
+    def edited_keys(cls, params: ConstraintWindow) -> frozenset[str]:
+        """The state keys ``apply`` may change with ``params`` (``edits``, narrowed where a parameter says what)."""
+        return frozenset(cls.edits)
+
     @abstractmethod
     def apply(self, state: State, ctx: ConstraintContext) -> None:
         """Modify the state in place (the caller holds torch.no_grad)."""
@@ -119,6 +125,8 @@ class Constraint(ABC):
 def _has_a_place(cls: type[Constraint]) -> None:
     if cls.name not in EXECUTION_ORDER:
         raise RuntimeError(f"constraint '{cls.name}' has no place in EXECUTION_ORDER")
+    if not getattr(cls, "edits", ()):
+        raise RuntimeError(f"constraint '{cls.name}' does not declare the state keys it edits (class attribute edits)")
 
 
 CONSTRAINTS: Registry[type[Constraint]] = Registry("constraint", check=_has_a_place)

@@ -54,6 +54,7 @@ class ObjectZRecenter(Constraint):
     """
 
     name = "object_z_recenter"
+    edits = ("object_amplitude", "object_phase", "probe")
 
     class Params(ConstraintWindow):
         percentile: float = Field(95.0, ge=0, lt=100, description="phase percentile below which voxels carry no weight")

@@ -35,6 +35,7 @@ class KrFilter(Constraint):
     """
 
     name = "kr_filter"
+    edits = ("object_amplitude", "object_phase")  # at most: ``target`` says which
 
     class Params(ConstraintWindow):
         cutoff_fraction: float = Field(0.5, gt=0, description="radius where M = 1/2, as a fraction of Nyquist")
@@ -42,6 +43,10 @@ class KrFilter(Constraint):
         target: Target = Field("both", description="what to filter: 'both', 'phase' or 'amplitude'")
 
     params: Params
+
+    @classmethod
+    def edited_keys(cls, params: Params) -> frozenset[str]:
+        return frozenset(target_keys(params.target))
 
     def apply(self, state: State, ctx: ConstraintContext) -> None:
         for key in target_keys(self.params.target):
@@ -64,6 +69,7 @@ class KzFilter(Constraint):
     """
 
     name = "kz_filter"
+    edits = ("object_amplitude", "object_phase")  # at most: ``target`` says which
 
     class Params(ConstraintWindow):
         beta: float = Field(1.0, ge=0, description="strength of the depth damping (β)")
@@ -74,6 +80,10 @@ class KzFilter(Constraint):
         target: Target = Field("both", description="what to filter: 'both', 'phase' or 'amplitude'")
 
     params: Params
+
+    @classmethod
+    def edited_keys(cls, params: Params) -> frozenset[str]:
+        return frozenset(target_keys(params.target))
 
     def apply(self, state: State, ctx: ConstraintContext) -> None:
         for key in target_keys(self.params.target):

@@ -30,6 +30,7 @@ class PositionRecenter(Constraint):
     """
 
     name = "position_recenter"
+    edits = ("position_offsets_px", "scan_drift_px")
 
     class Params(ConstraintWindow):
         relax: float = Field(0.0, ge=0, le=1, description="fraction of the mean offset left in place (0: remove all)")
@@ -58,6 +59,7 @@ class ScanModelFit(Constraint):
     """
 
     name = "scan_model_fit"
+    edits = ("position_offsets_px", "scan_affine", "scan_drift_px")
 
     class Params(ConstraintWindow):
         shrink: float = Field(0.0, ge=0, le=1, description="fraction of the remaining offsets removed per application")
@@ -91,6 +93,7 @@ class TiltSmooth(Constraint):
     """
 
     name = "tilt_smooth"
+    edits = ("tilts_mrad",)
 
     class Params(ConstraintWindow):
         sigma_positions: float = Field(2.0, gt=0, description="standard deviation of the Gaussian [scan positions]")

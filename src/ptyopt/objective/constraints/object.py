@@ -31,6 +31,7 @@ class ObjectBlur(Constraint):
     """
 
     name = "object_blur"
+    edits = ("object_amplitude", "object_phase")  # at most: ``target`` says which
 
     class Params(ConstraintWindow):
         sigma_px: float = Field(0.4, gt=0, description="standard deviation of the lateral Gaussian [px]")
@@ -38,6 +39,10 @@ class ObjectBlur(Constraint):
         padding: Padding = Field("replicate", description="edge handling: 'replicate' or 'reflect' (never wrap)")
 
     params: Params
+
+    @classmethod
+    def edited_keys(cls, params: Params) -> frozenset[str]:
+        return frozenset(target_keys(params.target))
 
     def apply(self, state: State, ctx: ConstraintContext) -> None:
         for key in target_keys(self.params.target):
@@ -55,12 +60,17 @@ class ObjectZBlur(Constraint):
     """
 
     name = "object_z_blur"
+    edits = ("object_amplitude", "object_phase")  # at most: ``target`` says which
 
     class Params(ConstraintWindow):
         sigma_slices: float = Field(1.0, gt=0, description="standard deviation of the Gaussian along z [slices]")
         target: Target = Field("both", description="what to blur: 'both', 'phase' or 'amplitude'")
 
     params: Params
+
+    @classmethod
+    def edited_keys(cls, params: Params) -> frozenset[str]:
+        return frozenset(target_keys(params.target))
 
     def apply(self, state: State, ctx: ConstraintContext) -> None:
         for key in target_keys(self.params.target):
@@ -74,6 +84,7 @@ class AmplitudeThreshold(Constraint):
     """A <- relax · A + (1 - relax) · clamp(A, min_amplitude, max_amplitude)."""
 
     name = "amplitude_threshold"
+    edits = ("object_amplitude",)
 
     class Params(ConstraintWindow):
         min_amplitude: float = Field(0.9, ge=0, description="lower bound of the transmission amplitude")
@@ -106,6 +117,7 @@ class PhasePositive(Constraint):
     """
 
     name = "phase_positive"
+    edits = ("object_phase",)
 
     class Params(ConstraintWindow):
         mode: Literal["clip", "shift"] = Field("clip", description="'clip' negatives to 0 or 'shift' by the minimum")
@@ -134,12 +146,18 @@ class AmplitudePhaseCoupling(Constraint):
     """
 
     name = "amplitude_phase_coupling"
+    edits = ("object_amplitude", "object_phase")  # at most: a part with alpha 0 is left alone
 
     class Params(ConstraintWindow):
         alpha_amplitude: float = Field(1.0, ge=0, le=1, description="weight of the phase-derived amplitude (α1)")
         alpha_phase: float = Field(0.0, ge=0, le=1, description="weight of the amplitude-derived phase (α2)")
 
     params: Params
+
+    @classmethod
+    def edited_keys(cls, params: Params) -> frozenset[str]:
+        weights = {"object_amplitude": params.alpha_amplitude, "object_phase": params.alpha_phase}
+        return frozenset(key for key, alpha in weights.items() if alpha > 0)
 
     def apply(self, state: State, ctx: ConstraintContext) -> None:
         amplitude = require(state, "object_amplitude", self.name)

@@ -33,6 +33,7 @@ class ProbeFourierMask(Constraint):
     """
 
     name = "probe_fourier_mask"
+    edits = ("probe",)
 
     class Params(ConstraintWindow):
         radius_factor: float = Field(1.5, gt=0, description="mask radius in units of the aperture radius conv/λ")
@@ -61,6 +62,7 @@ class ProbeOrthogonalize(Constraint):
     """
 
     name = "probe_orthogonalize"
+    edits = ("probe",)
 
     class Params(ConstraintWindow):
         pass
@@ -81,6 +83,7 @@ class ProbeFixedIntensity(Constraint):
     """P <- P · sqrt(probe_power / sum |P|^2): removes the scale ambiguity between probe and object."""
 
     name = "probe_fixed_intensity"
+    edits = ("probe",)
 
     class Params(ConstraintWindow):
         pass
