@@ -128,7 +128,8 @@ def test_gradient_balance_in_a_run_logs_the_measured_ratio(tiny_config):
     from ptyopt.objective.adaptation import Adaptation
     from ptyopt.reconstruct import run_reconstruction
 
-    config = adam_config(tiny_config, loss_weighting={"rule": "gradient_balance", "fraction": 0.3, "every": 2})
+    config = adam_config(tiny_config, loss_weighting={"rule": "gradient_balance", "fraction": 0.3, "every": 2},
+                         loss={"single": {}, "pacbed": {"weight": 0.5}, "sparse": {"weight": 0.1}})
     states = {}
     run = run_reconstruction(config, show_progress=False, callbacks=[
         lambda engine, it: states.setdefault(it, {k: v.detach().clone() for k, v in engine.state.items()})])
@@ -137,9 +138,13 @@ def test_gradient_balance_in_a_run_logs_the_measured_ratio(tiny_config):
     assert weights[1] != 0.1 and weights[2] == weights[1]  # then the rule's, held until its next update
     session = open_session(run.out_dir / "result.h5")
     adaptation = Adaptation(session.problem, session.losses, np.arange(session.problem.dataset.n_patterns))
-    norms = adaptation.gradient_norms(states[3], {"single": 1.0, "sparse": 1.0}, "object_phase")
+    norms = adaptation.gradient_norms(states[3], {"single": 1.0, "pacbed": 1.0, "sparse": 1.0}, "object_phase")
     assert weights[3] == pytest.approx(0.3 * norms["data"] / norms["sparse"], rel=1e-3)  # set at the end of it 3,
     # from the state the iteration left
+    # pacbed fits the mean pattern, not each one: it is balanced against the per-pattern term like a regulariser
+    single = adaptation.gradient_norms(states[3], {"single": 1.0, "pacbed": 0.0, "sparse": 0.0}, "object_phase")
+    assert norms["data"] == pytest.approx(single["data"], rel=1e-6)
+    assert run.result.history["weight_pacbed"][3] == pytest.approx(0.3 * norms["data"] / norms["pacbed"], rel=1e-3)
 
 
 def test_validation_plateau_stops_the_run_and_a_resume_has_nothing_to_do(tiny_config):
@@ -179,7 +184,7 @@ def test_discrepancy_stop_on_poisson_counts(tiny_config, counts_dataset_path):
 @pytest.mark.parametrize(("sections", "message"), [
     ({"loss_weighting": {"rule": "discrepancy"}}, "needs data in electron counts"),
     ({"solver": {"stop_when": [{"kind": "discrepancy"}]}}, "needs data in electron counts"),
-    ({"loss_weighting": {"rule": "gradient_balance"}, "loss": {"single": {}}}, "has no regulariser"),
+    ({"loss_weighting": {"rule": "gradient_balance"}, "loss": {"single": {}}}, "do not fit each pattern"),
 ])
 def test_rules_the_data_cannot_support_are_refused_before_anything_is_written(tiny_config, sections, message):
     from ptyopt.reconstruct import run_reconstruction

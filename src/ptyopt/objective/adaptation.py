@@ -40,7 +40,9 @@ class Adaptation:
         self.stop_rules = list(config.solver.stop_when)
         rule = config.loss_weighting
         data = [term.name for term in losses if term.is_data_term]
-        regularisers = [term.name for term in losses if not term.is_data_term]
+        # what gradient balancing and the discrepancy rule adjust: every term that does not fit the patterns one
+        # by one (the regularisers and aggregate data terms such as pacbed), against the terms that do
+        regularisers = [term.name for term in losses if not term.fits_patterns]
         self.weighting = None if rule is None else AdaptiveWeights(rule, data, regularisers)
         wants_counts = [name for name, on in (
             ("loss_weighting.rule: discrepancy", rule is not None and rule.rule == "discrepancy"),
@@ -51,8 +53,9 @@ class Adaptation:
                               "electron counts; this dataset is not marked as counts (the file's 'counts' "
                               "attribute, or experiment.counts: true when the patterns are raw counts)")
         if rule is not None and rule.rule == "gradient_balance" and not regularisers:
-            raise ConfigError("loss_weighting.rule: gradient_balance sets the regularisers' weights, but the loss "
-                              "has no regulariser (e.g. sparse); add one or choose another rule")
+            raise ConfigError("loss_weighting.rule: gradient_balance sets the weights of the terms that do not fit "
+                              "each pattern (regularisers such as sparse, aggregate terms such as pacbed), but the "
+                              "loss has none; add one or choose another rule")
         sizes = [r.positions for r in (rule, *self.stop_rules) if r is not None and hasattr(r, "positions")]
         self.indices = train_indices[evenly_spread(len(train_indices), max(sizes, default=1))]
         self.plateau: dict[str, Any] = {}
@@ -124,11 +127,12 @@ class Adaptation:
         return self._ratio[1]
 
     def gradient_norms(self, state: dict[str, torch.Tensor], weights: dict[str, float], key: str) -> dict[str, float]:
-        """{term: |∇L_t|} on state[key] (unweighted) and ``data``: |sum_d w_d ∇L_d| over the data terms."""
+        """{term: |∇L_t|} on state[key] (unweighted) and ``data``: |sum_d w_d ∇L_d| over the terms that fit each
+        pattern (``LossTerm.fits_patterns``)."""
         unit = {term.name: 1.0 for term in self.losses}
         grads = term_gradients(self.problem.model, state, self.losses, unit, self.problem.patterns,
                                _chunks(self.indices, self.problem.config.solver.batch_size), [key])
         norms = {name: norm(g[key]) for name, g in grads.items()}
-        data = sum(weights[t.name] * grads[t.name][key] for t in self.losses if t.is_data_term)
+        data = sum(weights[t.name] * grads[t.name][key] for t in self.losses if t.fits_patterns)
         norms["data"] = norm(data) if isinstance(data, torch.Tensor) else 0.0
         return norms

@@ -104,7 +104,8 @@ class LossParams(StrictModel):
 
 class LossTerm:
     name: ClassVar[str]
-    is_data_term: ClassVar[bool] = False
+    is_data_term: ClassVar[bool] = False  # a likelihood of the measured data
+    fits_patterns: ClassVar[bool] = False  # a data term that compares every measured pattern with its model
     Params: ClassVar[type[LossParams]] = LossParams
 
     def __init__(self, params: LossParams):
@@ -133,6 +134,7 @@ class SingleLoss(LossTerm):
 
     name = "single"
     is_data_term = True
+    fits_patterns = True
 
     class Params(LossParams):
         dp_pow: float = Field(0.5, gt=0, description="exponent p on the intensities (0.5 = amplitude)")
@@ -148,6 +150,7 @@ class PoissonLoss(LossTerm):
 
     name = "poisson"
     is_data_term = True
+    fits_patterns = True
 
     def __call__(self, inputs: LossInputs) -> Tensor:
         meas = inputs.meas.clamp(min=0)

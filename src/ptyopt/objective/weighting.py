@@ -2,9 +2,13 @@
 being tuned by hand over many runs. Until a rule's first update the configured weights (schedules) apply; from
 then on the rule's weights replace them; they are logged per iteration (``weight_<term>``) like scheduled ones.
 
-- ``gradient_balance``: every ``every`` iterations each regulariser r (a term that is not a data term) gets
-  w_r = fraction · |g_data| / |∇L_r| on one tensor (the object phase by default), g_data the gradient of the
-  weighted data terms: its pull on that tensor is then ``fraction`` of the data's.
+"Regularisers" below are all the terms that do not fit the patterns one by one (``LossTerm.fits_patterns``): the
+priors (sparse, ...) and the aggregate data terms (pacbed fits the batch-mean pattern); they are what pulls the
+solution away from explaining each measured pattern, so they are what these rules weigh against the data.
+
+- ``gradient_balance``: every ``every`` iterations each regulariser r gets w_r = fraction · |g_data| / |∇L_r| on
+  one tensor (the object phase by default), g_data the gradient of the weighted per-pattern data terms: its pull
+  on that tensor is then ``fraction`` of the data's.
 - ``discrepancy``: the regularisers' weights are multiplied by ``relax`` at every check while the data misfit is
   above what the noise explains (discrepancy ratio rho > target, ``objective.discrepancy``; electron counts
   needed), and held from the first check at which it is not: the regularisation is relaxed until the model
