@@ -110,11 +110,12 @@ def demo(
     iterations: Annotated[int | None, typer.Option(help="iterations (default: the demo config's)")] = None,
     device: Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda")] = "cpu",
     overwrite: Annotated[bool, typer.Option(help="replace an earlier demo run in the output folder")] = False,
+    recipe: Annotated[str, typer.Option(help="fast (LSQ-ML), accurate (LSQ-ML then Adam) or poster (Adam)")] = "fast",
 ) -> None:
-    """Reconstruct the shipped sto-demo dataset (abTEM SrTiO3) and compare the result with its truth."""
+    """Reconstruct the shipped sto-demo dataset (abTEM SrTiO3) with a recipe and compare the result with its truth."""
     from ptyopt.demo import run_demo
 
-    run, r = run_demo(out, device=device, iterations=iterations, overwrite=overwrite)
+    run, r = run_demo(out, device=device, iterations=iterations, overwrite=overwrite, recipe=recipe)
     _report(run)
     console.print(f"forward model on the truth vs the data: R-factor {r:.4f}")
 
@@ -278,11 +279,23 @@ def _report(run) -> None:
 @command("template", target=config_app)
 def config_template_cmd(
     data: Annotated[str, typer.Option(help="data path to put in the template")] = "dataset.h5",
+    recipe: Annotated[str, typer.Option(
+        help="fast (LSQ-ML), accurate (LSQ-ML then Adam) or poster (the poster's Adam setup)")] = "fast",
+    n_slices: Annotated[int | None, typer.Option(min=1, help="model.n_slices (default: a placeholder, 8)")] = None,
+    slice_thickness_ang: Annotated[float | None, typer.Option(
+        help="model.slice_thickness_ang [Å] (default: a placeholder, 3.905)")] = None,
+    full: Annotated[bool, typer.Option(
+        "--full", help="instead of a recipe: every key with its default and meaning")] = False,
 ) -> None:
-    """Print a fully commented config template (every key with its default and meaning)."""
+    """Print a complete, runnable config: a named recipe chosen by measurement (placeholders: the data path and
+    the slicing), or with --full every key with its default and meaning."""
     from ptyopt.config_template import config_template
+    from ptyopt.recipes import recipe_text
 
-    print(config_template(data))
+    if full:
+        print(config_template(data))
+        return
+    print(recipe_text(recipe, data_path=data, n_slices=n_slices, slice_thickness_ang=slice_thickness_ang))
 
 
 @command("validate", target=config_app)
@@ -344,10 +357,22 @@ def bench(
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for torch")] = None,
     op_profile: Annotated[Path | None, typer.Option(
         help="profile one more iteration; write the operator table (torch.profiler) to this text file")] = None,
+    time_to_accuracy: Annotated[Path | None, typer.Option(
+        "--time-to-accuracy", metavar="CONFIG.yaml",
+        help="instead of a preset: run this config (data with a ground truth, e.g. from `ptyopt simulate`) and "
+             "report the solver time to each --r threshold")] = None,
+    r: Annotated[str, typer.Option("--r", help="time-to-accuracy: Pearson r thresholds, comma-separated")] = (
+        "0.98,0.985,0.99"),
+    max_iterations: Annotated[int | None, typer.Option(
+        min=1, help="time-to-accuracy: iterations to run (default: the config's solver.iterations)")] = None,
 ) -> None:
-    """Time a reconstruction setup: median s/iteration, patterns/s, peak memory and the measured FFT floor."""
+    """Time a reconstruction setup: median s/iteration, patterns/s, peak memory and the measured FFT floor; or,
+    with --time-to-accuracy, the time a config takes to reach given accuracies against the truth."""
     from ptyopt.bench import get_bench_preset, run_bench
 
+    if time_to_accuracy is not None:
+        _time_to_accuracy(time_to_accuracy, r, max_iterations, threads, device, json_file)
+        return
     chosen = get_bench_preset(preset)
     overrides: dict[str, Any] = {"compute.compile": compile}
     if chunk_patterns is not None:
@@ -383,6 +408,28 @@ def bench(
         console.print(f"written {json_file}")
     if op_profile is not None:
         console.print(f"written {op_profile}")
+
+
+def _time_to_accuracy(config_path: Path, r: str, max_iterations: int | None, threads: int | None,
+                      device: str | None, json_file: Path | None) -> None:
+    from ptyopt.bench_accuracy import run_time_to_accuracy
+
+    thresholds = list(_parse_numbers(r, "--r", float))
+    result = run_time_to_accuracy(config_path, thresholds, iterations=max_iterations, threads=threads,
+                                  device=device)
+    table = Table(title=f"ptyopt bench --time-to-accuracy {config_path.name}")
+    for column in ("Pearson r ≥", "iteration", "solver time (s)"):
+        table.add_column(column, justify="right")
+    for row in result.thresholds:
+        reached = row["iteration"] is not None
+        table.add_row(f"{row['pearson_r']:g}", str(row["iteration"]) if reached else "not reached",
+                      f"{row['time_s']:.2f}" if reached else "–")
+    console.print(table)
+    console.print(f"{result.solver} on {result.device} ({result.threads} threads): {result.iterations} iterations in "
+                  f"{result.loop_time_s:.1f} s; r best {result.best_pearson_r:.4f}, final {result.final_pearson_r:.4f}")
+    if json_file is not None:
+        json_file.write_text(result.to_json())
+        console.print(f"written {json_file}")
 
 
 @command()

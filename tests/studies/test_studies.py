@@ -66,7 +66,7 @@ def test_bad_specs_fail_before_running(tmp_path):
 
 
 def test_interrupted_study_resumes_without_repeating(tmp_path, monkeypatch):
-    spec, base = _spec(tmp_path)
+    spec, base = _spec(tmp_path, time_to={"pearson_r": [-1.0, 2.0]})
     runs = expand_runs(spec, base)
     executed = []
     original = runner.execute_run
@@ -91,6 +91,24 @@ def test_interrupted_study_resumes_without_repeating(tmp_path, monkeypatch):
     report = write_report(spec, runs, rows, out)
     text = report.read_text()
     assert "95 % confidence" in text and "paired t" in text and "convergence_pearson_r.png" in text
+    assert "## Time to accuracy" in text and "it 1 (2/2)" in text and "not reached (0/2)" in text
+
+
+def test_time_to_accuracy_table_from_curves():
+    from ptyopt.studies.report import time_to_table
+    from ptyopt.studies.spec import RunSpec, StudySpec
+
+    spec = StudySpec(name="t", base_config="b.yaml", mode="named", settings=[{"name": "a", "values": {}}],
+                     seeds=[0, 1], time_to={"pearson_r": [0.9], "rmse_rad": [0.1]})
+    runs = [RunSpec("a", {}, seed, {}) for seed in (0, 1)]
+    its = np.array([1, 2, 3])
+    curves = {"pearson_r": {"a": [(its, np.array([1.0, 2.0, 3.0]), np.array([0.5, 0.95, 0.99]), its),
+                                  (its, np.array([2.0, 4.0, 6.0]), np.array([0.5, 0.6, 0.91]), its)]},
+              "rmse_rad": {"a": [(its, np.array([1.0, 2.0, 3.0]), np.array([0.3, 0.2, 0.15]), its)] * 2}}
+    header, rule, row = time_to_table(spec, runs, curves)
+    assert header == "| setting | pearson_r ≥ 0.9 | rmse_rad ≤ 0.1 |"
+    mean, half = mean_ci95([2.0, 6.0])
+    assert row == f"| a | {mean:.4g} ± {half:.2g} s, it 2.5 (2/2) | not reached (0/2) |"
 
 
 @pytest.mark.slow

@@ -21,7 +21,8 @@ Optional momentum (``momentum`` eta > 0, meant for compact groups): after each i
 x <- x + eta v for the object and probe, D = the iteration's updates.
 
 The engine's learning rates are not used (steps come from the least-squares solves) except for the NaN guard's
-halvings (``ExitWaveSolver.step_multiplier``); update windows are obeyed. A detector PSF (model.detector_blur_px)
+halvings (``ExitWaveSolver.step_multiplier``) and the step schedule (``step_schedule``, on the object and probe
+steps: full steps decaying to a floor by default, so the result settles on noisy data); update windows are obeyed. A detector PSF (model.detector_blur_px)
 enters the detector step through its adjoint (``exitwave.detector_gradient``).
 """
 
@@ -127,7 +128,7 @@ class LSQML(ExitWaveSolver):
         """(B, k) applied steps: the damped least-squares solution, clipped at 0, times step_scale."""
         a, b = normal_equations(chi, responses, occupancy)
         damping = self.params.step_damping * a.diagonal(dim1=-2, dim2=-1).mean(dim=0)
-        return solve_2x2(a, b, damping).clamp(min=0) * (self.params.step_scale * self.step_multiplier)
+        return solve_2x2(a, b, damping).clamp(min=0) * (self.params.step_scale * self.update_multiplier)
 
     def end_iteration(self) -> None:
         if self.momentum_enabled:

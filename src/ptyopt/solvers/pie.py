@@ -19,7 +19,8 @@ feedback·v for the complex object and the probe, D = the rPIE updates since the
 feedback = 0 mPIE is rPIE.
 
 The engine's learning rates are not used (steps come from solver.options) except for the NaN guard's halvings
-(``ExitWaveSolver.step_multiplier``); update windows are obeyed. With a detector PSF (model.detector_blur_px)
+(``ExitWaveSolver.step_multiplier``); alpha and beta are also multiplied by ``step_schedule`` (full steps decaying
+to a floor by default, so the result settles on noisy data); update windows are obeyed. With a detector PSF (model.detector_blur_px)
 the modulus replacement is the detector step pulled back through the PSF (``exitwave.modulus_constraint``).
 """
 
@@ -73,11 +74,11 @@ class EPIE(ExitWaveSolver):
                 numerator, illumination = object_terms(chis, waves.incident)
                 box = patch_box(waves.crop_px, waves.probes.shape[-2:])
                 denominator = blended_denominator(scatter_patches(illumination, waves.crop_px, box), object_blend)
-                step = self.params.alpha * self.step_multiplier
+                step = self.params.alpha * self.update_multiplier
                 object_change = step * scatter_patches(numerator, waves.crop_px, box) / denominator
             if self.active["probe"]:
                 numerator, illumination = probe_terms(chis, waves.slices[0], occupancy)
-                probe_change = self.params.beta * self.step_multiplier * unshift(
+                probe_change = self.params.beta * self.update_multiplier * unshift(
                     numerator / blended_denominator(illumination, probe_blend), waves.shift_px).sum(dim=0)
             if self.position_refinement.any:
                 self.update_positions(batch, waves, occupancy)

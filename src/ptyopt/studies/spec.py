@@ -47,6 +47,9 @@ class StudySpec(StrictModel):
     settings: list[NamedSetting] = Field(default_factory=list, description="explicit settings (mode: named)")
     seeds: list[int] = Field(description="seeds; every setting runs once per seed")
     metrics: list[str] = Field(["pearson_r", "rmse_rad"], description="metrics to report; the first ranks")
+    time_to: dict[str, list[float]] = Field(
+        default_factory=dict, description="metric -> thresholds: the report adds the time and iterations each "
+        "setting takes to reach each (the metric must be logged during the runs, output.metrics_every)")
     threads_per_run: int = Field(1, ge=1, description="torch threads inside each run (1 = reproducible)")
     profiles: dict[str, Profile] = Field(default_factory=dict, description="other scales, chosen by --profile")
 
@@ -60,7 +63,7 @@ class StudySpec(StrictModel):
             raise ConfigError(f"mode '{self.mode}' needs axes (dotted key -> list of values)")
         if self.mode == "zip" and len({len(v) for v in self.axes.values()}) > 1:
             raise ConfigError("mode 'zip' needs every axis to have the same number of values")
-        unknown = [m for m in self.metrics if m not in HIGHER_IS_BETTER]
+        unknown = [m for m in [*self.metrics, *self.time_to] if m not in HIGHER_IS_BETTER]
         if unknown:
             raise ConfigError(f"unknown metric '{unknown[0]}'{did_you_mean(unknown[0], list(HIGHER_IS_BETTER))}")
         return self
