@@ -18,7 +18,8 @@ def test_first_reached_against_a_known_history():
     assert first_reached(its, times, r, 0.95) == (2, 1.0)
     assert first_reached(its, times, r, 0.99) == (4, 2.0)
     assert first_reached(its, times, r, 0.995) == (None, None)
-    assert first_reached(its, times, 1 - r, 0.035, higher_is_better=False) == (3, 1.5)
+    assert first_reached(its, times, 1 - r, 0.035, higher_is_better=False) == (2, 1.0)
+    assert first_reached(its, times, 1 - r, 0.02, higher_is_better=False) == (4, 2.0)
 
 
 def _config(tmp_path, data_path):

@@ -150,7 +150,7 @@ def test_shipped_study_specs_expand():
         # scan_distortion's settings choose their own simulated datasets (data.path), so it has no poster scale
         assert len(spec.seeds) >= 3 and ("poster" in spec.profiles or spec.name == "scan_distortion")
     assert counts == {"batch_geometry": 27, "late_refinement": 18, "loss_scheduling": 15, "solvers": 12,
-                      "second_order": 15, "scan_distortion": 48, "loss_design": 42}
+                      "second_order": 15, "scan_distortion": 48, "loss_design": 42, "recipes": 60}
 
 
 def test_the_report_scores_snapshots_of_runs_that_logged_no_metrics(tmp_path):
