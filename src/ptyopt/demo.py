@@ -11,8 +11,8 @@ from pathlib import Path
 from ptyopt.config import ReconstructionConfig, parse_config
 from ptyopt.data.dataset import Dataset4D
 from ptyopt.data.dataset_file import read_dataset
-from ptyopt.reconstruct import RunOutput, run_reconstruction
 from ptyopt.recipes import DEFAULT_RECIPE, recipe_raw
+from ptyopt.reconstruct import RunOutput, run_reconstruction
 from ptyopt.simulate.consistency import r_factor, truth_patterns
 
 DEMO_DATASET = "sto-demo.h5"

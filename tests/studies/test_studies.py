@@ -92,6 +92,8 @@ def test_interrupted_study_resumes_without_repeating(tmp_path, monkeypatch):
     text = report.read_text()
     assert "95 % confidence" in text and "paired t" in text and "convergence_pearson_r.png" in text
     assert "## Time to accuracy" in text and "it 1 (2/2)" in text and "not reached (0/2)" in text
+    html = (out / "report.html").read_text()
+    assert "Time to accuracy" in html and "not reached (0/2)" in html  # the same cells in the dashboard
 
 
 def test_time_to_accuracy_table_from_curves():
@@ -105,10 +107,10 @@ def test_time_to_accuracy_table_from_curves():
     curves = {"pearson_r": {"a": [(its, np.array([1.0, 2.0, 3.0]), np.array([0.5, 0.95, 0.99]), its),
                                   (its, np.array([2.0, 4.0, 6.0]), np.array([0.5, 0.6, 0.91]), its)]},
               "rmse_rad": {"a": [(its, np.array([1.0, 2.0, 3.0]), np.array([0.3, 0.2, 0.15]), its)] * 2}}
-    header, rule, row = time_to_table(spec, runs, curves)
-    assert header == "| setting | pearson_r ≥ 0.9 | rmse_rad ≤ 0.1 |"
+    columns, rows = time_to_table(spec, runs, curves)
+    assert columns == ["setting", "pearson_r ≥ 0.9", "rmse_rad ≤ 0.1"]
     mean, half = mean_ci95([2.0, 6.0])
-    assert row == f"| a | {mean:.4g} ± {half:.2g} s, it 2.5 (2/2) | not reached (0/2) |"
+    assert rows == [["a", f"{mean:.4g} ± {half:.2g} s, it 2.5 (2/2)", "not reached (0/2)"]]
 
 
 @pytest.mark.slow

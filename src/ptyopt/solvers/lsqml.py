@@ -22,8 +22,9 @@ x <- x + eta v for the object and probe, D = the iteration's updates.
 
 The engine's learning rates are not used (steps come from the least-squares solves) except for the NaN guard's
 halvings (``ExitWaveSolver.step_multiplier``) and the step schedule (``step_schedule``, on the object and probe
-steps: full steps decaying to a floor by default, so the result settles on noisy data); update windows are obeyed. A detector PSF (model.detector_blur_px)
-enters the detector step through its adjoint (``exitwave.detector_gradient``).
+steps: full steps decaying to a floor by default, so the result settles on noisy data); update windows are
+obeyed. A detector PSF (model.detector_blur_px) enters the detector step through its adjoint
+(``exitwave.detector_gradient``).
 """
 
 from __future__ import annotations

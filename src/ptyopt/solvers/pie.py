@@ -20,8 +20,9 @@ feedback = 0 mPIE is rPIE.
 
 The engine's learning rates are not used (steps come from solver.options) except for the NaN guard's halvings
 (``ExitWaveSolver.step_multiplier``); alpha and beta are also multiplied by ``step_schedule`` (full steps decaying
-to a floor by default, so the result settles on noisy data); update windows are obeyed. With a detector PSF (model.detector_blur_px)
-the modulus replacement is the detector step pulled back through the PSF (``exitwave.modulus_constraint``).
+to a floor by default, so the result settles on noisy data); update windows are obeyed. With a detector PSF
+(model.detector_blur_px) the modulus replacement is the detector step pulled back through the PSF
+(``exitwave.modulus_constraint``).
 """
 
 from __future__ import annotations

@@ -178,31 +178,33 @@ def best_heading(tables: StudyTables) -> str:
 
 
 TIME_TO_NOTE = ("Loop time (iterations only: not start-up, scoring or checkpoints) and iteration at which each "
-                "run first reached the threshold, mean ± 95 % CI over the runs that reached it; *k/n* = how many "
+                "run first reached the threshold, mean ± 95 % CI over the runs that reached it; k/n = how many "
                 "of the n seeds did.")
 
 
-def time_to_table(spec: StudySpec, runs: list[RunSpec], curves: dict[str, dict[str, list[Curve]]]) -> list[str]:
-    """Markdown rows: per setting, per (metric, threshold) of ``spec.time_to``, the time and iteration to reach it."""
+def time_to_table(spec: StudySpec, runs: list[RunSpec],
+                  curves: dict[str, dict[str, list[Curve]]]) -> tuple[list[str], list[list[str]]]:
+    """Columns and rows (formatted cells): per setting, per (metric, threshold) of ``spec.time_to``, the time and
+    iteration to reach it (report.md and report.html render the same cells)."""
     from ptyopt.bench_accuracy import first_reached
 
     targets = [(metric, threshold) for metric, thresholds in spec.time_to.items() for threshold in thresholds]
-    lines = ["| setting | " + " | ".join(f"{m} {'≥' if HIGHER_IS_BETTER[m] else '≤'} {t:g}" for m, t in targets)
-             + " |", "|---|" + "---|" * len(targets)]
+    columns = ["setting", *(f"{m} {'≥' if HIGHER_IS_BETTER[m] else '≤'} {t:g}" for m, t in targets)]
+    rows = []
     for setting in dict.fromkeys(run.setting for run in runs):
-        cells = []
+        cells = [setting]
         for metric, threshold in targets:
             items = curves.get(metric, {}).get(setting, [])
             hits = [first_reached(c[0], c[1], c[2], threshold, HIGHER_IS_BETTER[metric]) for c in items]
-            reached = [h for h in hits if h[0] is not None]
+            reached = [hit for hit in hits if hit[0] is not None]
             if not reached:
                 cells.append(f"not reached (0/{len(items)})")
                 continue
-            time_s, half = mean_ci95([h[1] for h in reached])
-            iteration = float(np.mean([h[0] for h in reached]))
+            time_s, half = mean_ci95([hit[1] for hit in reached])
+            iteration = float(np.mean([hit[0] for hit in reached]))
             cells.append(f"{_fmt(time_s, half)} s, it {iteration:.3g} ({len(reached)}/{len(items)})")
-        lines.append(f"| {setting} | " + " | ".join(cells) + " |")
-    return lines
+        rows.append(cells)
+    return columns, rows
 
 
 def write_report(spec: StudySpec, runs: list[RunSpec], rows: list[dict[str, Any]], out_dir: Path) -> Path:
@@ -222,8 +224,10 @@ def write_report(spec: StudySpec, runs: list[RunSpec], rows: list[dict[str, Any]
         lines += ["| " + " | ".join(row) + " |" for row in tables.comparison_rows()]
     curves = run_curves(out_dir, runs, list(dict.fromkeys([*spec.metrics, *spec.time_to])))
     if spec.time_to:
-        lines += ["", "## Time to accuracy", "", TIME_TO_NOTE, ""]
-        lines += time_to_table(spec, runs, curves)
+        columns, cells = time_to_table(spec, runs, curves)
+        lines += ["", "## Time to accuracy", "", TIME_TO_NOTE, "",
+                  "| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in cells]
     figures = [convergence_figure(out_dir, metric, curves[metric]) for metric in spec.metrics]
     figures = [f for f in figures if f is not None]
     if figures:

@@ -19,6 +19,7 @@ from ptyopt.studies.report import (
     INTERPRETATION,
     LOSS_CURVE,
     SUMMARY_EXTRA,
+    TIME_TO_NOTE,
     Curve,
     StudyTables,
     aligned,
@@ -26,6 +27,7 @@ from ptyopt.studies.report import (
     comparison_note,
     mean_ci95,
     study_summary_line,
+    time_to_table,
 )
 from ptyopt.studies.spec import RunSpec, StudySpec
 
@@ -91,6 +93,9 @@ def render_report_html(spec: StudySpec, runs: list[RunSpec], rows: list[dict[str
         parts.append(h.section(best_heading(tables), h.paragraph(comparison_note(spec).replace("*", ""), "note"),
                                h.table(["other setting", f"{tables.primary} difference (best − other)", "p", "test",
                                         "n"], tables.comparison_rows())))
+    if spec.time_to:
+        columns, cells = time_to_table(spec, runs, curves)
+        parts.append(h.section("Time to accuracy", h.paragraph(TIME_TO_NOTE, "note"), h.table(columns, cells)))
     figures = [curve_figure(name, curves[name]) for name in [*spec.metrics, LOSS_CURVE] if curves.get(name)]
     parts.append(h.section("Convergence", *figures) if figures else h.section(
         "Convergence", h.paragraph("no curves: the runs logged no metrics (output.metrics_every) and wrote no "
