@@ -69,13 +69,13 @@ def run_time_to_accuracy(config_path: Path, thresholds: list[float], *, iteratio
     """Run the config (scored every iteration, outputs in a temporary folder) and time each r threshold."""
     from ptyopt import __version__
     from ptyopt.config import load_config
-    from ptyopt.data.dataset_file import read_dataset
+    from ptyopt.data import has_truth
     from ptyopt.reconstruct import run_reconstruction
 
     if not thresholds or any(not 0 < t <= 1 for t in thresholds):
         raise ConfigError(f"--r takes Pearson r thresholds in (0, 1], e.g. 0.98,0.99; got {thresholds}")
     config = load_config(config_path)
-    if read_dataset(config.data.path).truth is None:
+    if not has_truth(config.data.path):  # the run reads the data; here only whether a truth is there
         raise ConfigError(f"{config.data.path} holds no ground truth; time-to-accuracy needs one (make the data "
                           "with `ptyopt simulate`)")
     overrides: dict[str, Any] = {"output.metrics_every": 1, "output.snapshot_every": 0}

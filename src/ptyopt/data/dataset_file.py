@@ -97,6 +97,15 @@ def is_dataset_file(path: str | Path) -> bool:
         return False
 
 
+def has_truth(path: str | Path) -> bool:
+    """Whether the ptyopt dataset file ``path`` has a ``/truth`` group, read without loading any data; the errors
+    of ``read_dataset`` for a missing or foreign file."""
+    path = Path(path)
+    _check_dataset_file(path)
+    with h5py.File(path, "r") as handle:
+        return "truth" in handle
+
+
 def _require(node: h5py.Group | h5py.Dataset, name: str, path: Path, what: str) -> Any:
     if name not in node.attrs:
         raise DataError(f"{path}: {node.name} lacks the attribute '{name}' ({what}); add it or re-convert the data")
@@ -126,7 +135,8 @@ def read_dataset(path: str | Path) -> Dataset4D:
                         "or not a ptyopt dataset file; check that it is complete") from None
 
 
-def _read_dataset(path: Path) -> Dataset4D:
+def _check_dataset_file(path: Path) -> None:
+    """A DataError when ``path`` is missing or not a ptyopt dataset file."""
     if not path.is_file():
         raise DataError(f"dataset file not found: {path}")
     if not is_dataset_file(path):
@@ -134,6 +144,10 @@ def _read_dataset(path: Path) -> Dataset4D:
             f"{path} is not a ptyopt dataset file (no root attribute '{_ROOT_MARKER}'); "
             "convert foreign data first with `ptyopt convert`"
         )
+
+
+def _read_dataset(path: Path) -> Dataset4D:
+    _check_dataset_file(path)
     with h5py.File(path, "r") as handle:
         version = int(handle.attrs[_ROOT_MARKER])
         if version != FORMAT_VERSION:
