@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ptyopt.errors import ConfigError, PtyoptError
+from ptyopt.recipes import DEFAULT_RECIPE, RECIPE_HELP
 
 app = typer.Typer(
     name="ptyopt",
@@ -110,7 +111,7 @@ def demo(
     iterations: Annotated[int | None, typer.Option(help="iterations (default: the demo config's)")] = None,
     device: Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda")] = "cpu",
     overwrite: Annotated[bool, typer.Option(help="replace an earlier demo run in the output folder")] = False,
-    recipe: Annotated[str, typer.Option(help="fast (LSQ-ML), accurate (LSQ-ML then Adam) or poster (Adam)")] = "fast",
+    recipe: Annotated[str, typer.Option(help=f"named recipe: {RECIPE_HELP}")] = DEFAULT_RECIPE,
 ) -> None:
     """Reconstruct the shipped sto-demo dataset (abTEM SrTiO3) with a recipe and compare the result with its truth."""
     from ptyopt.demo import run_demo
@@ -279,8 +280,7 @@ def _report(run) -> None:
 @command("template", target=config_app)
 def config_template_cmd(
     data: Annotated[str, typer.Option(help="data path to put in the template")] = "dataset.h5",
-    recipe: Annotated[str, typer.Option(
-        help="fast (LSQ-ML), accurate (LSQ-ML then Adam) or poster (the poster's Adam setup)")] = "fast",
+    recipe: Annotated[str, typer.Option(help=f"named recipe: {RECIPE_HELP}")] = DEFAULT_RECIPE,
     n_slices: Annotated[int | None, typer.Option(min=1, help="model.n_slices (default: a placeholder, 8)")] = None,
     slice_thickness_ang: Annotated[float | None, typer.Option(
         help="model.slice_thickness_ang [Å] (default: a placeholder, 3.905)")] = None,

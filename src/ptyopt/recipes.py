@@ -15,15 +15,17 @@ import yaml
 from ptyopt.errors import ConfigError
 from ptyopt.registry import did_you_mean
 
-RECIPES = ("fast", "accurate", "poster")
+# name -> what it runs (for help texts); the files hold the configs and the measurements behind them
+RECIPES = {"fast": "LSQ-ML", "accurate": "ePIE", "poster": "the poster's Adam setup"}
 DEFAULT_RECIPE = "fast"
+RECIPE_HELP = ", ".join(f"{name} ({what})" for name, what in RECIPES.items())
 # what the placeholders read when the user gives nothing (the sto-demo / sto-small slicing: one per unit cell)
 PLACEHOLDERS = {"data_path": "dataset.h5", "n_slices": 8, "slice_thickness_ang": 3.905}
 
 
 def _recipe_path(name: str) -> Path:
     if name not in RECIPES:
-        raise ConfigError(f"unknown recipe '{name}'{did_you_mean(name, list(RECIPES))}; one of {', '.join(RECIPES)}")
+        raise ConfigError(f"unknown recipe '{name}'{did_you_mean(name, list(RECIPES))}")
     return Path(str(resources.files("ptyopt.data") / "recipes" / f"{name}.yaml"))
 
 
