@@ -44,7 +44,9 @@ def test_time_to_accuracy_cli_writes_the_table_and_the_json_record(tiny_dataset_
     low, high = record["thresholds"]
     assert low["pearson_r"] == 0.1 and low["iteration"] == 1 and low["time_s"] == pytest.approx(
         record["history"]["time_s"][0])
-    assert high == {"pearson_r": 0.9999, "iteration": None, "time_s": None}
+    work = record["history"]["forward_evaluations"]
+    assert low["forward_evaluations"] == work[0] > 0 and work[1] > work[0]  # patterns evaluated until then
+    assert high == {"pearson_r": 0.9999, "iteration": None, "time_s": None, "forward_evaluations": None}
     assert not (tmp_path / "unused").exists()  # the run's outputs went to a temporary folder
 
 

@@ -10,13 +10,16 @@ JSON schema (``--json FILE``; ``schema_version`` changes only when a field chang
 ``{"schema_version": 1, "mode": "time-to-accuracy", "config": str, "data": str, "solver": str, "device": str,
 "threads": int, "torch_version": str, "ptyopt_version": str, "iterations": int, "loop_time_s": float,
 "final_pearson_r": float, "best_pearson_r": float, "thresholds": [{"pearson_r": float, "iteration": int | null,
-"time_s": float | null}], "history": {"iteration": [int], "time_s": [float], "pearson_r": [float]}}``;
-``iteration`` and ``time_s`` are null for a threshold the run never reached.
+"time_s": float | null, "forward_evaluations": float | null}], "history": {"iteration": [int], "time_s": [float],
+"forward_evaluations": [float], "pearson_r": [float]}}``; ``iteration``, ``time_s`` and ``forward_evaluations``
+(the solver's work until then, in patterns evaluated: a cost that does not depend on the machine) are null for a
+threshold the run never reached.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -94,13 +97,18 @@ def run_time_to_accuracy(config_path: Path, thresholds: list[float], *, iteratio
     its = np.asarray(history["metric_iteration"], dtype=int)
     times = np.asarray(history["metric_wall_time_s"], dtype=float)
     r = np.asarray(history["metric_pearson_r"], dtype=float)
+    work_by_iteration = dict(zip(np.asarray(history["iteration"], dtype=int).tolist(),
+                                 np.asarray(history["forward_evaluations"], dtype=float).tolist(), strict=True))
+    work = [work_by_iteration.get(int(i), math.nan) for i in its]
     rows = []
     for threshold in sorted(thresholds):
         iteration, time_s = first_reached(its, times, r, threshold)
-        rows.append({"pearson_r": threshold, "iteration": iteration, "time_s": time_s})
+        rows.append({"pearson_r": threshold, "iteration": iteration, "time_s": time_s,
+                     "forward_evaluations": None if iteration is None else work_by_iteration.get(iteration)})
     return TimeToAccuracy(
         config=str(config_path), data=str(config.data.path), solver=config.solver.name, device=str(config.device),
         threads=torch.get_num_threads(), torch_version=torch.__version__, ptyopt_version=__version__,
         iterations=int(its[-1]) if its.size else 0, loop_time_s=float(history["wall_time_s"][-1]),
         final_pearson_r=float(r[-1]), best_pearson_r=float(np.nanmax(r)), thresholds=rows,
-        history={"iteration": its.tolist(), "time_s": times.tolist(), "pearson_r": r.tolist()})
+        history={"iteration": its.tolist(), "time_s": times.tolist(), "forward_evaluations": work,
+                 "pearson_r": r.tolist()})

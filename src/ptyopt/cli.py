@@ -418,12 +418,13 @@ def _time_to_accuracy(config_path: Path, r: str, max_iterations: int | None, thr
     result = run_time_to_accuracy(config_path, thresholds, iterations=max_iterations, threads=threads,
                                   device=device)
     table = Table(title=f"ptyopt bench --time-to-accuracy {config_path.name}")
-    for column in ("Pearson r ≥", "iteration", "solver time (s)"):
+    for column in ("Pearson r ≥", "iteration", "solver time (s)", "patterns evaluated"):
         table.add_column(column, justify="right")
     for row in result.thresholds:
         reached = row["iteration"] is not None
+        work = row["forward_evaluations"]
         table.add_row(f"{row['pearson_r']:g}", str(row["iteration"]) if reached else "not reached",
-                      f"{row['time_s']:.2f}" if reached else "–")
+                      f"{row['time_s']:.2f}" if reached else "–", f"{work:,.0f}" if work is not None else "–")
     console.print(table)
     console.print(f"{result.solver} on {result.device} ({result.threads} threads): {result.iterations} iterations in "
                   f"{result.loop_time_s:.1f} s; r best {result.best_pearson_r:.4f}, final {result.final_pearson_r:.4f}")

@@ -62,8 +62,9 @@ def test_lm_is_monotone_and_beats_adam_at_equal_forward_evaluations(tiny_config)
 
 
 def test_forward_evaluations_follow_the_documented_count(make_problem):
-    """One iteration, object and probe, 16 patterns, no cache: N (value and gradient) + N (preconditioner)
-    + N (linearisation) + 3N (block scales: amplitude, phase, probe) + N·n_CG + N (pred) + N (trial)."""
+    """One iteration, object and probe, 16 patterns, no cache: N (value, gradient and the preconditioner's
+    illumination, one pass; the linearisation reuses its amplitudes) + 3N (block scales: amplitude, phase, probe)
+    + N·n_CG + N (pred) + N (trial)."""
     problem = make_problem()
     truth = random_state(problem, seed=1)
     state = {k: v.clone() for k, v in problem.initial_state.items()}
@@ -72,8 +73,46 @@ def test_forward_evaluations_follow_the_documented_count(make_problem):
     solver.run_iteration(training_set(problem, truth, np.arange(16)))
     n = 16
     assert 1 <= solver.cg_iterations <= 3
-    assert solver.forward_evaluations == n * (1 + 1 + 1 + 3 + solver.cg_iterations + 1 + 1)
+    assert solver.forward_evaluations == n * (1 + 3 + solver.cg_iterations + 1 + 1)
     assert solver.objective_history[1] < solver.objective_history[0]
+
+
+def test_mini_batch_steps_follow_the_documented_count(make_problem):
+    """step_patterns 8 on 16 patterns in chunks of 4: two groups of two chunks, each with its own ratio-tested step;
+    block_scales every_iteration measures the two object blocks' scales on the first group only. Work: N (value,
+    gradient, illumination) + 2·8 (scales, first group) + 8·n_CG + N (pred) + N (trial); both steps lower the
+    objective on the whole set."""
+    from dataclasses import replace
+
+    from ptyopt.solvers import IterationPlan, SolverContext, make_solver
+    from ptyopt.solvers.ggn import objective
+
+    problem = make_problem()
+    truth = random_state(problem, seed=1)
+    state = {k: v.clone() for k, v in problem.initial_state.items()}
+    state["probe"] = truth["probe"].clone()
+    context = replace(SolverContext.of(problem, state, []), batch_size=4)
+    solver = make_solver("lm", {"step_patterns": 8, "block_scales": "every_iteration", "max_rejections": 0}, context)
+    solver.start_iteration(IterationPlan.simple(OBJECT))
+    training = training_set(problem, truth, np.arange(16))
+    chunks = training.chunks(16)
+    noise = solver.noise.with_normaliser(16 * problem.probe_power)
+    before = objective(problem.model, state, chunks, noise)
+    solver.run_iteration(training)
+    assert len(solver.objective_history) == 3  # the first group's start, then one step per group
+    assert solver.forward_evaluations == 16 + 2 * 8 + 8 * solver.cg_iterations + 16 + 16
+    assert set(solver.scales) == {"object_amplitude", "object_phase"}
+    assert objective(problem.model, state, chunks, noise) < before
+
+
+def test_ssnal_refuses_mini_batch_steps(synthetic_path):
+    from ptyopt.config import parse_config
+    from ptyopt.solvers.checks import check_config
+
+    config = parse_config({"data": {"path": str(synthetic_path)},
+                           "solver": {"name": "ssnal", "options": {"step_patterns": 16}}})
+    with pytest.raises(ConfigError, match="full-batch"):
+        check_config(config)
 
 
 def test_amplitude_bound_is_kept(make_problem):

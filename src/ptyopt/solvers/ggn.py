@@ -120,11 +120,12 @@ class GaussNewton:
 
     keys: the state tensors that vary (θ); the other state tensors are held fixed. cache: keep one
     ``torch.func.linearize`` and one VJP closure per chunk (each product then costs one linearised pass; memory
-    ~2 forward passes' activations per chunk); else every product re-runs the model on the chunk.
+    ~2 forward passes' activations per chunk); else every product re-runs the model on the chunk. amplitudes:
+    m(θ) per chunk when the caller has them already (without cache, the construction then costs nothing).
     """
 
     def __init__(self, model, state: dict[str, Tensor], keys: list[str], chunks: list[Batch], noise: NoiseModel,
-                 *, cache: bool):
+                 *, cache: bool, amplitudes: list[Tensor] | None = None):
         self.model, self.noise, self.chunks, self.cache = model, noise, chunks, cache
         self.base = {k: v.detach() for k, v in state.items()}
         self.params = {k: self.base[k] for k in keys}
@@ -142,6 +143,8 @@ class GaussNewton:
                 self._jvps.append(jvp_fn)
                 self._pullbacks.append(pullback)
                 self.count(chunk, 2)
+            elif amplitudes is not None:
+                m = amplitudes[len(self.amplitudes)]
             else:
                 with torch.no_grad():
                     m = f(self.params)
@@ -281,40 +284,57 @@ def illumination(model, state: dict[str, Tensor], chunks: list[Batch], keys: lis
     - object phase: W_s · A_s² (dt/dφ = i t);
     - probe: V = Σ_j Σ_o occ_o Π_s A²_jos (the object's intensity transmission under each position), all modes.
     """
-    out: Vec = {}
-    canvas = (0, 0, *state["object_phase"].shape[-2:])
+    sums: Vec = {}
     with torch.no_grad():
         for chunk in chunks:
-            forward = model(state, chunk.index_tensor, keep_waves=True)
-            waves, occupancy = forward.waves, forward.occupancy
-            if "object_amplitude" in keys or "object_phase" in keys:
-                incident = (waves.incident.real**2 + waves.incident.imag**2).sum(dim=1)  # (B, o, S, Y, X)
-                w = scatter_patches(incident * occupancy[:, None, None, None], waves.crop_px, canvas)
-                out["amplitude"] = out.get("amplitude", 0) + w
-            if "probe" in keys:
-                power = (forward.amplitude_patches**2).prod(dim=2)  # (B, o, Y, X)
-                out["probe"] = out.get("probe", 0) + (power * occupancy[:, None, None]).sum(dim=(0, 1))
+            add_illumination(sums, model(state, chunk.index_tensor, keep_waves=True), keys,
+                             state["object_phase"].shape[-2:])
+    return illumination_blocks(sums, state, keys)
+
+
+def add_illumination(sums: Vec, forward, keys: list[str], canvas_px: tuple[int, int]) -> None:
+    """Add one chunk's share of ``illumination``'s sums from a forward pass made with keep_waves (in place)."""
+    waves, occupancy = forward.waves, forward.occupancy.detach()
+    with torch.no_grad():
+        if "object_amplitude" in keys or "object_phase" in keys:
+            incident = (waves.incident.real**2 + waves.incident.imag**2).detach().sum(dim=1)  # (B, o, S, Y, X)
+            w = scatter_patches(incident * occupancy[:, None, None, None], waves.crop_px, (0, 0, *canvas_px))
+            sums["amplitude"] = sums.get("amplitude", 0) + w
+        if "probe" in keys:
+            power = (forward.amplitude_patches.detach()**2).prod(dim=2)  # (B, o, Y, X)
+            sums["probe"] = sums.get("probe", 0) + (power * occupancy[:, None, None]).sum(dim=(0, 1))
+
+
+def illumination_blocks(sums: Vec, state: dict[str, Tensor], keys: list[str]) -> Vec:
+    """``illumination``'s blocks from its sums over the chunks."""
     blocks: Vec = {}
     if "object_amplitude" in keys:
-        blocks["object_amplitude"] = out["amplitude"]
+        blocks["object_amplitude"] = sums["amplitude"]
     if "object_phase" in keys:
-        blocks["object_phase"] = out["amplitude"] * state["object_amplitude"].detach() ** 2
+        blocks["object_phase"] = sums["amplitude"] * state["object_amplitude"].detach() ** 2
     if "probe" in keys:
-        blocks["probe"] = out["probe"].expand(state["probe"].shape).clone()
+        blocks["probe"] = sums["probe"].expand(state["probe"].shape).clone()
     return blocks
 
 
-def block_diagonal(op: GaussNewton, gradient: Vec, blocks: Vec, delta: float) -> Vec:
+def block_diagonal(op: GaussNewton, gradient: Vec, blocks: Vec, delta: float,
+                   scales: dict[str, float] | None = None) -> Vec:
     """D_b = c_b (W_b + delta max W_b), with c_b = (g_bᵀ G_bb g_b) / (g_bᵀ diag(W_b + delta max W_b) g_b) the
     Rayleigh quotient of the true GGN block along the block's gradient: makes the blocks comparable (object ~1,
-    probe ~1/counts) and D ≈ diag(G) where it matters. One JVP per pattern and block."""
+    probe ~1/counts) and D ≈ diag(G) where it matters. One JVP per pattern and block, unless ``scales`` gives
+    c_b (it is filled with the measured c_b when it is an empty dict)."""
     diagonal: Vec = {}
     for key, block in blocks.items():
         floored = damped_denominator(block, delta)
+        if scales is not None and key in scales:
+            diagonal[key] = floored * scales[key]
+            continue
         g_b = {key: gradient[key]}
         denominator = dot(g_b, multiply(g_b, {key: floored}))
         numerator = op.curvature_along(g_b) if denominator > 0 else 0.0
         scale = numerator / denominator if numerator > 0 else 1.0
+        if scales is not None:
+            scales[key] = scale
         diagonal[key] = floored * scale
     return diagonal
 

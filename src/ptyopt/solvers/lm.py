@@ -6,8 +6,9 @@ configured loss terms are still evaluated on every chunk and reported, but they 
 the engine's learning rates are not used (update windows are obeyed).
 
 Per iteration (``run_iteration``, on the shared fixed chunking of the training positions: sorted, chunks of
-solver.batch_size): L and its gradient g at the current state θ with the loss terms' report (one
-forward+backward per pattern), then ``outer_steps`` LM steps:
+solver.batch_size, all of them at once or, with ``step_patterns``, in groups of neighbouring chunks, each group
+in turn): L and its gradient g at the current state θ with the loss terms' report and the preconditioner's
+illumination (one forward+backward per pattern), then ``outer_steps`` LM steps:
 1. linearise m(θ) per chunk; block-Jacobi diagonal D (``ggn.illumination`` × per-block Rayleigh scales);
 2. object amplitude/phase and probe: PCG on (G + λD) δ = -g, preconditioned by D, forcing tolerance
    η = min(forcing_max, sqrt(‖g‖))·‖g‖ in the D⁻¹-norm ‖g‖ = sqrt(gᵀD⁻¹g), warm-started from the last step;
@@ -17,11 +18,13 @@ forward+backward per pattern), then ``outer_steps`` LM steps:
    re-solve from the same linearisation with the larger λ (if the projection was active, first try a projected
    scaled-gradient line search θ(t) = Π(θ - t D⁻¹g), Armijo L(θ(t)) <= L(θ) + 1e-4 gᵀ(θ(t) - θ)).
 Accepted steps never raise L, so the solver's objective is monotone within and across iterations (unless the
-engine's constraints move the state between iterations). ``objective_history`` keeps L after every outer step.
+engine's constraints move the state between iterations; with ``step_patterns``, L is each group's own and only
+its own steps are monotone). ``objective_history`` keeps L after every outer step.
 
 Forward evaluations (``forward_evaluations``, in patterns; each model evaluation of a pattern counts 1, plain,
-with backward, linearised, JVP, VJP or one GGN product Gv): per iteration N (value and gradient) + N
-(preconditioner) and per outer step N (or 2N with cached linearisations) + N per active block (block scales) +
+with backward, linearised, JVP, VJP or one GGN product Gv): per group N (value, gradient and
+illumination; the first linearisation reuses its amplitudes) and per outer step [N after the first] (2N with
+cached linearisations) + N per active block (block scales) +
 2N (positions) + [N (gradient, outer steps after the first)] and per try N·n_CG + N (pred) + N (trial loss).
 """
 

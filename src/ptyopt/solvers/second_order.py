@@ -22,10 +22,11 @@ from ptyopt.solvers.ggn import (
     GaussNewton,
     NoiseModel,
     Vec,
+    add_illumination,
     block_diagonal,
     divide,
     dot,
-    illumination,
+    illumination_blocks,
     objective,
     per_position_steps,
     per_position_system,
@@ -47,7 +48,17 @@ class SecondOrderParams(StrictModel):
     poisson_floor: float = Field(
         0.01, gt=0, description="poisson: detector floor eps = this × the mean measured intensity per pixel, "
         "added to the model intensity")
-    outer_steps: int = Field(1, ge=1, description="Gauss-Newton (LM) steps per iteration")
+    outer_steps: int = Field(1, ge=1, description="Gauss-Newton (LM) steps per iteration (per group with "
+                             "step_patterns)")
+    step_patterns: int | None = Field(
+        None, ge=1, description="patterns per Gauss-Newton step: null = every training pattern (full batch, one "
+        "linearisation per outer step); a number = mini-batch steps: the fixed chunks are taken in groups of "
+        "ceil(this / solver.batch_size) neighbouring chunks and each group gets its own outer_steps ratio-tested "
+        "steps on its own patterns' objective, so one iteration makes many cheap steps")
+    block_scales: Literal["every_step", "every_iteration"] = Field(
+        "every_step", description="when the preconditioner's per-block Rayleigh scales are measured (one JVP per "
+        "pattern and block): every step, or on an iteration's first step and reused by its later steps (saves "
+        "up to 3 of each mini-batch step's ~7 passes; they are ratios of curvatures, alike from group to group)")
     damping_init: float = Field(1e-2, gt=0, description="initial damping λ of (G + λD) (dimensionless: D ≈ diag G)")
     damping_min: float = Field(1e-8, gt=0, description="lower bound of λ")
     damping_max: float = Field(1e10, gt=0, description="upper bound of λ")
@@ -91,6 +102,7 @@ class SecondOrderSolver(FullBatchSolver):
         self.damping = params.damping_init
         self.objective_history: list[float] = []
         self.previous_step: Vec | None = None
+        self.scales: dict[str, float] | None = None  # block scales kept for the iteration (block_scales)
         self.cg_iterations = 0  # GGN products spent in CG (diagnostics)
 
     # ---- per iteration: L and g at θ over the fixed chunks, then the Gauss-Newton steps --------------------------
@@ -103,40 +115,58 @@ class SecondOrderSolver(FullBatchSolver):
         if self.refine.global_model and "position_offsets_px" not in self.keys:
             self.keys.append("position_offsets_px")  # its per-position systems give the global model's step
 
-    def value_and_gradient(self, chunks: list[Batch], noise: NoiseModel) -> tuple[float, Vec, dict[str, float]]:
-        """L(θ), its gradient over ``self.keys`` and the configured loss terms' chunk means, in one forward and
-        backward pass per pattern."""
-        value, gradient, terms = 0.0, {}, {}
+    def value_and_gradient(self, chunks: list[Batch], noise: NoiseModel, block_keys: list[str]
+                           ) -> tuple[float, Vec, dict[str, float], list[Tensor], Vec]:
+        """L(θ), its gradient over ``self.keys``, the configured loss terms' chunk means, the amplitudes m(θ) per
+        chunk and the block-Jacobi blocks of ``block_keys`` (``ggn.illumination``), in one forward and backward
+        pass per pattern."""
+        value, gradient, terms, amplitudes, sums = 0.0, {}, {}, [], {}
+        canvas_px = self.state["object_phase"].shape[-2:]
         for chunk in chunks:
             params = {k: self.state[k].detach().requires_grad_(True) for k in self.keys}
-            out = self.context.model({**self.state, **params}, chunk.index_tensor)
+            out = self.context.model({**self.state, **params}, chunk.index_tensor, keep_waves=bool(block_keys))
             self.forward_evaluations += len(chunk.indices)
             for name, term in self.loss_values(out, chunk).items():
                 terms[name] = terms.get(name, 0.0) + float(term.detach()) / len(chunks)
-            chunk_value = noise.value(noise.amplitude(out.intensities), chunk.meas)
+            if block_keys:
+                add_illumination(sums, out, block_keys, canvas_px)
+            m = noise.amplitude(out.intensities)
+            amplitudes.append(m.detach())
+            chunk_value = noise.value(m, chunk.meas)
             if params:
                 grads = torch.autograd.grad(chunk_value, list(params.values()), allow_unused=True)
                 for key, grad in zip(params, grads, strict=True):
                     grad = torch.zeros_like(params[key]) if grad is None else grad
                     gradient[key] = gradient.get(key, 0) + grad
             value += float(chunk_value.detach())
-        return value, gradient, terms
+        blocks = illumination_blocks(sums, self.state, block_keys) if block_keys else {}
+        return value, gradient, terms, amplitudes, blocks
 
     def run_iteration(self, training: TrainingSet) -> dict[str, float]:
         chunks = training.chunks(self.context.batch_size)
-        n = len(training.indices)
+        per_group = len(chunks) if self.params.step_patterns is None else max(
+            1, math.ceil(self.params.step_patterns / self.context.batch_size))
+        groups = [chunks[start : start + per_group] for start in range(0, len(chunks), per_group)]
+        terms: dict[str, float] = {}
+        self.scales: dict[str, float] | None = {} if self.params.block_scales == "every_iteration" else None
+        for group in groups:  # one group (full batch) unless step_patterns is set
+            for name, value in self.run_group(group).items():
+                terms[name] = terms.get(name, 0.0) + value * len(group) / len(chunks)
+        return terms
+
+    def run_group(self, chunks: list[Batch]) -> dict[str, float]:
+        """``outer_steps`` ratio-tested steps on the objective of these chunks' patterns; their loss terms' means."""
+        n = sum(len(chunk.indices) for chunk in chunks)
         noise = self.noise.with_normaliser(n * self.context.probe_power)
-        value, gradient, terms = self.value_and_gradient(chunks, noise)
+        block_keys = [k for k in self.keys if k in BLOCK_KEYS]
+        value, gradient, terms, amplitudes, blocks = self.value_and_gradient(chunks, noise, block_keys)
         if not self.keys:
             return terms
-        model = self.context.model
-        block_keys = [k for k in self.keys if k in BLOCK_KEYS]
-        blocks = illumination(model, self.state, chunks, block_keys) if block_keys else {}
-        self.forward_evaluations += n if block_keys else 0
         if not self.objective_history:
             self.objective_history.append(value + self.penalty(self.state))
         for outer in range(self.params.outer_steps):
-            op = GaussNewton(model, self.state, self.keys, chunks, noise, cache=self.params.cache_linearization)
+            op = GaussNewton(self.context.model, self.state, self.keys, chunks, noise,
+                             cache=self.params.cache_linearization, amplitudes=amplitudes if outer == 0 else None)
             if outer > 0:
                 value, gradient = op.value(), op.gradient()
             self.step(op, value, gradient, blocks, block_keys)
@@ -147,7 +177,7 @@ class SecondOrderSolver(FullBatchSolver):
     def step(self, op: GaussNewton, value: float, gradient: Vec, blocks: Vec, block_keys: list[str]) -> None:
         """One ratio-tested step from the linearisation ``op`` at the current state."""
         params = self.params
-        diagonal = block_diagonal(op, gradient, blocks, params.preconditioner_delta) if block_keys else {}
+        diagonal = block_diagonal(op, gradient, blocks, params.preconditioner_delta, self.scales) if block_keys else {}
         systems = {k: per_position_system(op, k) for k in self.keys if k not in (*BLOCK_KEYS, *GLOBAL_KEYS)}
         current = value + self.penalty(self.state)
         self.last_value = current

@@ -217,6 +217,9 @@ class ProximalGaussNewton(SecondOrderSolver):
 
     @classmethod
     def check_config(cls, params, config) -> None:
+        if params.step_patterns is not None:
+            raise ConfigError("solver 'ssnal' takes full-batch steps (its L1 weights are spread over the whole scan); "
+                              "remove solver.options.step_patterns or use solver.name: lm")
         sparse = config.loss.get("sparse")
         if params.l1_weight is None and sparse is not None and sparse.order != 1:
             raise ConfigError(f"solver 'ssnal' takes its L1 weight from loss.sparse, which has order "
