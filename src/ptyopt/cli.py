@@ -197,6 +197,13 @@ def simulate(
         help="scan-coil error ROTATION_MRAD,SCALE,SHEAR about the scan centre (e.g. 10,0.02,0.01)")] = None,
     focal_spread_ang: Annotated[float | None, typer.Option(help="defocus standard deviation [Å]")] = None,
     source_size_ang: Annotated[float | None, typer.Option(help="Gaussian source standard deviation [Å]")] = None,
+    scan_rotation_deg: Annotated[float | None, typer.Option(
+        help="detector rotated against the scan [deg] (test data for `ptyopt calibrate`)")] = None,
+    detector_transpose: Annotated[bool, typer.Option(help="detector axes swapped (after the rotation)")] = False,
+    descan_px: Annotated[str | None, typer.Option(
+        help="pattern-centre motion per scan step DCY_DIY,DCY_DIX,DCX_DIY,DCX_DIX [px/step]")] = None,
+    centre_offset_px: Annotated[str | None, typer.Option(
+        help="pattern centre minus K//2 at the scan's middle DY,DX [px]")] = None,
     no_cache: Annotated[bool, typer.Option(help="recompute even when a cached result exists")] = False,
 ) -> None:
     """Simulate an SrTiO3 4D-STEM dataset with abTEM and write it with its ground truth."""
@@ -208,15 +215,20 @@ def simulate(
     tilt = _parse_numbers(tilt_mrad, "--tilt-mrad", float)
     drift = _parse_numbers(drift_ang, "--drift-ang", float)
     affine = _parse_numbers(scan_affine, "--scan-affine", float)
+    descan = _parse_numbers(descan_px, "--descan-px", float)
+    offset = _parse_numbers(centre_offset_px, "--centre-offset-px", float)
     for name, value, count in (("--scan", scan_shape, 2), ("--tilt-mrad", tilt, 2), ("--drift-ang", drift, 2),
-                               ("--scan-affine", affine, 3)):
+                               ("--scan-affine", affine, 3), ("--descan-px", descan, 4),
+                               ("--centre-offset-px", offset, 2)):
         if value is not None and len(value) != count:
             raise ConfigError(f"{name} needs {count} comma-separated numbers, got {value}")
     spec = with_overrides(
         get_preset(preset), seed=seed, scan_shape=scan_shape, step_ang=step_ang, thickness_uc=thickness_uc,
         recon_slices=recon_slices, defocus_ang=defocus_ang, tilt_mrad=tilt, frozen_phonons=phonons,
         position_jitter_ang=jitter_ang, drift_ang=drift, scan_affine=affine, focal_spread_ang=focal_spread_ang,
-        source_size_ang=source_size_ang,
+        source_size_ang=source_size_ang, detector_rotation_deg=scan_rotation_deg,
+        detector_transpose=detector_transpose or None, centre_offset_px=offset,
+        descan_px_per_step=None if descan is None else (descan[:2], descan[2:]),
         dose_e_per_ang2=dose,
     )
     if noise_free:
@@ -515,6 +527,63 @@ def inspect(path: Annotated[Path, typer.Argument(help="ptyopt dataset file, or a
     for name, value in summary.items():
         table.add_row(name, str(value))
     console.print(table)
+
+
+@command()
+def calibrate(
+    path: Annotated[Path, typer.Argument(metavar="DATA", help="ptyopt dataset file (a raster scan)")],
+    json_file: Annotated[Path | None, typer.Option("--json", help="write the estimates as JSON")] = None,
+    figures: Annotated[Path | None, typer.Option(
+        help="folder for the figures (rotation.png, centres.png, disk.png); default: DATA's name + _calibration")]
+        = None,
+    conv_angle_mrad: Annotated[float | None, typer.Option(
+        help="convergence semi-angle [mrad] for dk (default: the file's)")] = None,
+) -> None:
+    """Estimate the detector's rotation and transpose against the scan, the pattern centre and descan, the
+    bright-field disk radius and the reciprocal pixel size from the data alone, with uncertainties."""
+    from rich.markup import escape
+
+    from ptyopt.calibrate import calibrate as run_calibration
+    from ptyopt.calibrate import write_figures
+    from ptyopt.data import is_dataset_file, read_dataset
+
+    if not path.exists():
+        raise ConfigError(f"{path} does not exist")
+    if not is_dataset_file(path):
+        raise ConfigError(f"{path} is not a ptyopt dataset file; convert it first with 'ptyopt convert' (it asks for "
+                          "the scan shape and the experiment's numbers)")
+    if conv_angle_mrad is not None and conv_angle_mrad <= 0:
+        raise ConfigError(f"--conv-angle-mrad must be positive, got {conv_angle_mrad}")
+    result = run_calibration(read_dataset(path), conv_angle_mrad=conv_angle_mrad)
+    table = Table(title=f"ptyopt calibrate {path.name}")
+    for column in ("estimate", "value", "±", "unit", "how"):
+        table.add_column(column)
+    record = result.to_json()
+    for name, estimate in record.items():
+        if isinstance(estimate, dict):
+            table.add_row(name, escape(_fmt(estimate["value"])), escape(_fmt(estimate["uncertainty"])),
+                          estimate["unit"], escape(estimate["how"]))
+    console.print(table)
+    if result.hot_pixels:
+        console.print(f"{len(result.hot_pixels)} hot pixel(s) (y, x): {result.hot_pixels[:10]}")
+    out = figures or path.with_name(path.stem + "_calibration")
+    written = write_figures(result, out)
+    console.print(f"figures: {', '.join(str(p) for p in written)}")
+    if json_file is not None:
+        json_file.write_text(json.dumps(record, indent=1))
+        console.print(f"written {json_file}")
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, list):
+        return "[" + ", ".join(_fmt(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
 
 
 @command()

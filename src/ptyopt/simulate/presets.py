@@ -48,6 +48,14 @@ class SimulationSpec(StrictModel):
     focal_spread_samples: int = Field(5, ge=1, description="defocus samples of the focal-spread integral")
     source_size_ang: float = Field(0.0, ge=0, description="Gaussian source standard deviation [Å] (spatial)")
     tilt_mrad: tuple[float, float] = Field((0.0, 0.0), description="specimen tilt (theta_y, theta_x) [mrad]")
+    detector_rotation_deg: float = Field(
+        0.0, description="detector rotated against the scan [deg] (ptyopt.data.detector_errors conventions)")
+    detector_transpose: bool = Field(False, description="detector axes swapped (after the rotation)")
+    descan_px_per_step: tuple[tuple[float, float], tuple[float, float]] = Field(
+        ((0.0, 0.0), (0.0, 0.0)),
+        description="pattern-centre motion [[dcy/diy, dcy/dix], [dcx/diy, dcx/dix]] [px/step]")
+    centre_offset_px: tuple[float, float] = Field(
+        (0.0, 0.0), description="pattern centre minus K//2 at the scan's middle (y, x) [px]")
     dose_e_per_ang2: float | None = Field(None, gt=0, description="electron dose; None = noise-free intensities")
     seed: int = Field(0, description="seeds phonons, position jitter and Poisson noise")
     recon_scan_region: tuple[tuple[int, int], tuple[int, int]] | None = Field(

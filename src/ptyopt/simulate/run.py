@@ -10,6 +10,7 @@ import numpy as np
 
 from ptyopt.data.dataset import Dataset4D
 from ptyopt.data.dataset_file import read_dataset, write_dataset
+from ptyopt.data.detector_errors import DetectorErrors, apply_detector_errors
 from ptyopt.errors import ConfigError
 from ptyopt.progress import progress_bar
 from ptyopt.simulate.presets import SimulationSpec
@@ -22,9 +23,14 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("PTYOPT_CACHE_DIR", Path.home() / ".cache" / "ptyopt")) / "simulate"
 
 
+DETECTOR_FIELDS = {"detector_rotation_deg", "detector_transpose", "descan_px_per_step", "centre_offset_px"}
+
+
 def cache_key(spec: SimulationSpec, abtem_version: str) -> str:
-    """Hash of everything that changes the noise-free data: the dose only adds noise, so it is left out."""
-    text = spec.model_dump_json(exclude={"dose_e_per_ang2", "name"}) + abtem_version + str(CACHE_FORMAT)
+    """Hash of everything that changes the noise-free ideal data: the dose only adds noise and the detector's
+    errors are applied after the cache, so they are left out."""
+    text = spec.model_dump_json(exclude={"dose_e_per_ang2", "name", *DETECTOR_FIELDS}) + abtem_version + str(
+        CACHE_FORMAT)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -44,6 +50,28 @@ def add_poisson_noise(dataset: Dataset4D, dose_e_per_ang2: float, seed: int) -> 
     electrons = dose_e_per_ang2 * dataset.step_ang**2
     counts = np.random.default_rng([seed, 3]).poisson(dataset.meas.astype(np.float64) * electrons)
     return dataset.replace(meas=counts.astype(np.uint32), counts=True, dose_e_per_ang2=dose_e_per_ang2)
+
+
+def detector_errors_of(spec: SimulationSpec) -> DetectorErrors:
+    return DetectorErrors(spec.detector_rotation_deg, spec.detector_transpose, spec.descan_px_per_step,
+                          spec.centre_offset_px)
+
+
+def record_detector(dataset: Dataset4D, spec: SimulationSpec) -> Dataset4D:
+    """The detector's errors applied to the patterns, and recorded in the truth (``truth.attrs['detector']``)."""
+    errors = detector_errors_of(spec)
+    if errors.is_identity:
+        return dataset
+    meas = apply_detector_errors(dataset.meas, spec.scan_shape, errors)
+    truth = dataset.truth
+    if truth is not None:
+        from dataclasses import replace
+
+        attrs = {**truth.attrs, "detector": {"rotation_deg": errors.rotation_deg, "transpose": errors.transpose,
+                                              "descan_px_per_step": [list(r) for r in errors.descan_px_per_step],
+                                              "centre_offset_px": list(errors.centre_offset_px)}}
+        truth = replace(truth, attrs=attrs)
+    return dataset.replace(meas=meas, truth=truth)
 
 
 def _simulate_clean(spec: SimulationSpec, version: str) -> Dataset4D:
@@ -98,6 +126,7 @@ def simulate_dataset(spec: SimulationSpec, *, cache_dir: Path | None = None, use
         clean = _simulate_clean(spec, version)
         if use_cache:
             write_dataset(path, clean)
+    clean = record_detector(clean, spec)
     if spec.dose_e_per_ang2 is None:
         return clean
     return add_poisson_noise(clean, spec.dose_e_per_ang2, spec.seed)
