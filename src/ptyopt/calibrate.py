@@ -313,3 +313,41 @@ def write_figures(calibration: Calibration, out_dir) -> list:
     fig.savefig(paths[-1], dpi=120, bbox_inches="tight")
     plt.close(fig)
     return paths
+
+
+# ---- the config that undoes what was measured -----------------------------------------------------------------
+
+DK_AGREEMENT = 0.02  # the file's dk is kept when the estimate agrees within this fraction
+
+
+def calibrated_config(calibration: Calibration, data_path: str, file_dk_inv_ang: float, *, recipe: str,
+                      n_slices: int | None, slice_thickness_ang: float | None) -> tuple[str, list[str]]:
+    """A runnable config (the recipe, with a ``detector_correction`` step undoing the measured rotation,
+    transpose, centre and descan) and notes on what was chosen."""
+    import yaml
+
+    from ptyopt.config import parse_config
+    from ptyopt.recipes import recipe_raw
+
+    raw = recipe_raw(recipe, data_path=data_path, n_slices=n_slices, slice_thickness_ang=slice_thickness_ang)
+    step = {"kind": "detector_correction", "rotation_deg": round(float(calibration.rotation_deg.value), 4),
+            "transpose": bool(calibration.transpose.value),
+            "centre_px": [round(float(v), 4) for v in calibration.centre_px.value],
+            "descan_px_per_step": [[round(float(v), 6) for v in row] for row in calibration.descan_px_per_step.value]}
+    raw["data"]["preprocess"] = [step, *raw["data"].get("preprocess", [])]
+    notes = []
+    dk = float(calibration.dk_inv_ang.value)
+    if abs(dk / file_dk_inv_ang - 1) > DK_AGREEMENT:
+        raw.setdefault("experiment", {})["dk_inv_ang"] = round(dk, 7)
+        notes.append(f"the file's dk {file_dk_inv_ang:.5g} 1/Å differs from the estimate {dk:.5g} 1/Å by more than "
+                     f"{DK_AGREEMENT:.0%}: the config uses the estimate (experiment.dk_inv_ang)")
+    else:
+        notes.append(f"the file's dk {file_dk_inv_ang:.5g} 1/Å agrees with the estimate {dk:.5g} 1/Å within "
+                     f"{DK_AGREEMENT:.0%}: kept")
+    if n_slices is None or slice_thickness_ang is None:
+        notes.append("model.n_slices / model.slice_thickness_ang are the recipe's placeholders: set your specimen's "
+                     "slicing (`ptyopt plan CONFIG` suggests one)")
+    parse_config(raw)
+    header = (f"# written by `ptyopt calibrate` from {data_path} (recipe '{recipe}'); the first preprocessing step\n"
+              "# undoes the measured detector rotation, transpose, pattern centre and descan.\n")
+    return header + yaml.safe_dump(raw, sort_keys=False, allow_unicode=True), notes

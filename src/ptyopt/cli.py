@@ -538,14 +538,22 @@ def calibrate(
         = None,
     conv_angle_mrad: Annotated[float | None, typer.Option(
         help="convergence semi-angle [mrad] for dk (default: the file's)")] = None,
+    config: Annotated[Path | None, typer.Option(
+        help="write a runnable config that undoes what was measured (a detector_correction step)")] = None,
+    recipe: Annotated[str, typer.Option(help=f"the config's recipe: {RECIPE_HELP}")] = DEFAULT_RECIPE,
+    n_slices: Annotated[int | None, typer.Option(min=1, help="the config's model.n_slices")] = None,
+    slice_thickness_ang: Annotated[float | None, typer.Option(
+        help="the config's model.slice_thickness_ang [Å]")] = None,
 ) -> None:
     """Estimate the detector's rotation and transpose against the scan, the pattern centre and descan, the
-    bright-field disk radius and the reciprocal pixel size from the data alone, with uncertainties."""
+    bright-field disk radius and the reciprocal pixel size from the data alone, with uncertainties; with
+    --config, write a config that undoes them."""
     from rich.markup import escape
 
     from ptyopt.calibrate import calibrate as run_calibration
-    from ptyopt.calibrate import write_figures
+    from ptyopt.calibrate import calibrated_config, write_figures
     from ptyopt.data import is_dataset_file, read_dataset
+    from ptyopt.recipes import recipe_text
 
     if not path.exists():
         raise ConfigError(f"{path} does not exist")
@@ -554,7 +562,10 @@ def calibrate(
                           "the scan shape and the experiment's numbers)")
     if conv_angle_mrad is not None and conv_angle_mrad <= 0:
         raise ConfigError(f"--conv-angle-mrad must be positive, got {conv_angle_mrad}")
-    result = run_calibration(read_dataset(path), conv_angle_mrad=conv_angle_mrad)
+    if config is not None:
+        recipe_text(recipe, n_slices=n_slices, slice_thickness_ang=slice_thickness_ang)  # refuses before any work
+    dataset = read_dataset(path)
+    result = run_calibration(dataset, conv_angle_mrad=conv_angle_mrad)
     table = Table(title=f"ptyopt calibrate {path.name}")
     for column in ("estimate", "value", "±", "unit", "how"):
         table.add_column(column)
@@ -572,6 +583,13 @@ def calibrate(
     if json_file is not None:
         json_file.write_text(json.dumps(record, indent=1))
         console.print(f"written {json_file}")
+    if config is not None:
+        text, notes = calibrated_config(result, str(path.resolve()), dataset.dk_inv_ang, recipe=recipe,
+                                        n_slices=n_slices, slice_thickness_ang=slice_thickness_ang)
+        config.write_text(text)
+        for note in notes:
+            console.print(f"note: {note}")
+        console.print(f"written {config}: run it with `ptyopt reconstruct {config}`")
 
 
 def _fmt(value: Any) -> str:

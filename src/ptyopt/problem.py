@@ -48,7 +48,7 @@ class Problem:
         order = np.argsort(indices)
         batch = torch.as_tensor(np.asarray(self.dataset.meas[indices[order]], dtype=np.float32))
         batch = batch[torch.as_tensor(np.argsort(order))].to(self.device)
-        return self.preprocessor.on_the_fly(batch).to(self.real_dtype)
+        return self.preprocessor.on_the_fly(batch, indices).to(self.real_dtype)
 
 
 def _required_experiment(exp, name: str):
@@ -115,7 +115,8 @@ def mean_total_intensity(dataset: Dataset4D, preprocessor: Preprocessor, chunk: 
     total = 0.0
     for start in range(0, dataset.n_patterns, chunk):
         batch = torch.from_numpy(np.asarray(dataset.meas[start : start + chunk], dtype=np.float32))
-        total += float(preprocessor.on_the_fly(batch).sum(dtype=torch.float64))
+        indices = np.arange(start, start + len(batch))
+        total += float(preprocessor.on_the_fly(batch, indices).sum(dtype=torch.float64))
     return total / dataset.n_patterns
 
 

@@ -157,6 +157,6 @@ def test_every_registered_step_parses_by_kind_and_gives_the_same_numbers_on_the_
     fly = Preprocessor(_steps({"kind": name, "mode": "on_the_fly", **cls.example}), ds)
     assert type(pre.steps[0].config) is cls
     out = pre.precompute(ds)
-    batch = fly.on_the_fly(torch.from_numpy(np.asarray(ds.meas, dtype=np.float32)))
+    batch = fly.on_the_fly(torch.from_numpy(np.asarray(ds.meas, dtype=np.float32)), np.arange(ds.n_patterns))
     np.testing.assert_allclose(batch.numpy(), out.meas, rtol=1e-6, atol=1e-6)
     assert out.counts == cls.keeps_counts and fly.geometry == pre.geometry

@@ -61,25 +61,45 @@ def apply_detector_errors(patterns: np.ndarray, scan_shape: tuple[int, int], err
     falling outside the detector is lost, and the total of each pattern is otherwise kept up to interpolation)."""
     if errors.is_identity:
         return patterns
-    n, ky, kx = patterns.shape
+    n = patterns.shape[0]
     if n != scan_shape[0] * scan_shape[1]:
         raise ValueError(f"{n} patterns do not fill a {scan_shape} raster")
-    inverse = np.linalg.inv(detector_map(errors.rotation_deg, errors.transpose))
-    shifts = errors.centre_shifts_px(scan_shape)
-    qy, qx = np.meshgrid(np.arange(ky) - ky // 2, np.arange(kx) - kx // 2, indexing="ij")
     out = np.empty(patterns.shape, dtype=np.float32)
+    shifts = errors.centre_shifts_px(scan_shape)
     for start in range(0, n, chunk):
         part = torch.from_numpy(np.asarray(patterns[start:start + chunk], dtype=np.float32))
-        s = shifts[start:start + chunk]
-        # output pixel q shows the ideal pattern at p = M^-1 (q - shift)
-        dy = qy[None] - s[:, 0, None, None]
-        dx = qx[None] - s[:, 1, None, None]
-        py = inverse[0, 0] * dy + inverse[0, 1] * dx + ky // 2
-        px = inverse[1, 0] * dy + inverse[1, 1] * dx + kx // 2
-        grid = torch.from_numpy(np.stack([2 * px / (kx - 1) - 1, 2 * py / (ky - 1) - 1], axis=-1)).float()
-        sampled = F.grid_sample(part[:, None], grid, mode="bicubic", padding_mode="zeros", align_corners=True)
-        out[start:start + chunk] = sampled[:, 0].clamp(min=0).numpy()
+        out[start:start + chunk] = resample_about_centre(part, errors, shifts[start:start + chunk],
+                                                         inverse=False).numpy()
     return out
+
+
+def correct_detector_errors(patterns: Tensor, errors: DetectorErrors, shifts_px: np.ndarray) -> Tensor:
+    """The inverse of ``apply_detector_errors``: patterns (B, K, K) whose centres sit at K//2 + shifts_px (B, 2),
+    seen through M, resampled back to the ideal detector (centred, in the scan frame)."""
+    return resample_about_centre(patterns, errors, shifts_px, inverse=True)
+
+
+def resample_about_centre(patterns: Tensor, errors: DetectorErrors, shifts_px: np.ndarray, *,
+                          inverse: bool) -> Tensor:
+    """Bicubic resampling of (B, K, K): forward, output q shows input at M⁻¹(q - s); inverse, output p shows
+    input at M p + s (coordinates about K//2)."""
+    b, ky, kx = patterns.shape
+    matrix = detector_map(errors.rotation_deg, errors.transpose)
+    qy, qx = np.meshgrid(np.arange(ky) - ky // 2, np.arange(kx) - kx // 2, indexing="ij")
+    s = np.asarray(shifts_px, dtype=float).reshape(b, 2)
+    if inverse:
+        py = matrix[0, 0] * qy + matrix[0, 1] * qx + s[:, 0, None, None] + ky // 2
+        px = matrix[1, 0] * qy + matrix[1, 1] * qx + s[:, 1, None, None] + kx // 2
+    else:
+        inv = np.linalg.inv(matrix)
+        dy, dx = qy[None] - s[:, 0, None, None], qx[None] - s[:, 1, None, None]
+        py = inv[0, 0] * dy + inv[0, 1] * dx + ky // 2
+        px = inv[1, 0] * dy + inv[1, 1] * dx + kx // 2
+    grid = torch.from_numpy(np.stack([2 * px / (kx - 1) - 1, 2 * py / (ky - 1) - 1], axis=-1)).to(
+        patterns.device, torch.float32)
+    sampled = F.grid_sample(patterns[:, None].float(), grid, mode="bicubic", padding_mode="zeros",
+                            align_corners=True)
+    return sampled[:, 0].clamp(min=0).to(patterns.dtype)
 
 
 def shift_patterns(patterns: Tensor, shift_px: Tensor) -> Tensor:

@@ -30,18 +30,26 @@ class FittedStep:
         self.geometry_in = geometry_in
         self.geometry_out, self.fitted = config.fit(geometry_in, mean_pattern)
 
-    def __call__(self, patterns: Tensor) -> Tensor:
+    def __call__(self, patterns: Tensor, indices: np.ndarray | None = None,
+                 scan_shape: tuple[int, int] | None = None) -> Tensor:
+        if self.config.per_pattern:
+            if indices is None:
+                raise DataError(f"preprocess step '{self.config.kind}' needs the patterns' scan indices")
+            return self.config.apply_at(patterns, self.fitted, indices, scan_shape)
         return self.config.apply(patterns, self.fitted)
 
 
-def _chunks(meas: np.ndarray, chunk: int) -> Iterator[Tensor]:
+def _chunks(meas: np.ndarray, chunk: int) -> Iterator[tuple[np.ndarray, Tensor]]:
+    """(the patterns' indices, the patterns as float32) in chunks."""
     for start in range(0, meas.shape[0], chunk):
-        yield torch.from_numpy(np.asarray(meas[start : start + chunk], dtype=np.float32))
+        part = np.asarray(meas[start : start + chunk], dtype=np.float32)
+        yield np.arange(start, start + len(part)), torch.from_numpy(part)
 
 
-def _apply_all(steps: Sequence[FittedStep], patterns: Tensor) -> Tensor:
+def _apply_all(steps: Sequence[FittedStep], patterns: Tensor, indices: np.ndarray | None = None,
+               scan_shape: tuple[int, int] | None = None) -> Tensor:
     for step in steps:
-        patterns = step(patterns)
+        patterns = step(patterns, indices, scan_shape)
     return patterns
 
 
@@ -59,6 +67,7 @@ class Preprocessor:
                 "(make the later steps 'on_the_fly' too, or reorder them)"
             )
         self.chunk_patterns = chunk_patterns
+        self.scan_shape = None if dataset.scan_shape is None else tuple(dataset.scan_shape)
         self.steps: list[FittedStep] = []
         geometry = DetectorGeometry(dataset.detector_shape, dataset.dk_inv_ang)
         for config in steps:
@@ -73,8 +82,8 @@ class Preprocessor:
     def _mean_pattern(self, meas: np.ndarray) -> Tensor:
         """Mean of all patterns after the steps fitted so far (streamed in chunks, float64 accumulation)."""
         total = None
-        for chunk in _chunks(meas, self.chunk_patterns):
-            part = _apply_all(self.steps, chunk).to(torch.float64).sum(dim=0)
+        for indices, chunk in _chunks(meas, self.chunk_patterns):
+            part = _apply_all(self.steps, chunk, indices, self.scan_shape).to(torch.float64).sum(dim=0)
             total = part if total is None else total + part
         return total / meas.shape[0]
 
@@ -89,17 +98,19 @@ class Preprocessor:
         parts = []
         with progress_bar(transient=True) as bar:
             task = bar.add_task("preprocessing", total=dataset.n_patterns)
-            for chunk in _chunks(dataset.meas, self.chunk_patterns):
-                parts.append(_apply_all(self._precompute, chunk).numpy())
+            for indices, chunk in _chunks(dataset.meas, self.chunk_patterns):
+                parts.append(_apply_all(self._precompute, chunk, indices, self.scan_shape).numpy())
                 bar.advance(task, len(chunk))
         out = np.concatenate(parts)
         geometry = self._precompute[-1].geometry_out
         still_counts = dataset.counts and all(s.config.keeps_counts for s in self._precompute)
         return dataset.replace(meas=out, dk_inv_ang=geometry.dk_inv_ang, counts=still_counts)
 
-    def on_the_fly(self, patterns: Tensor) -> Tensor:
-        """Apply the on-the-fly steps to a batch (B, Ky, Kx) on its device."""
-        return _apply_all(self._on_the_fly, patterns)
+    def on_the_fly(self, patterns: Tensor, indices: np.ndarray | None = None) -> Tensor:
+        """Apply the on-the-fly steps to a batch (B, Ky, Kx) on its device; ``indices``: the patterns' scan
+        indices (needed by steps that differ per pattern)."""
+        return _apply_all(self._on_the_fly, patterns, None if indices is None else np.asarray(indices),
+                          self.scan_shape)
 
     def apply_all(self, patterns: Tensor) -> Tensor:
         """Every step, in order, on a tensor of raw patterns (used by tests and previews)."""

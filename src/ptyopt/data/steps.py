@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal, Union
 
+import numpy as np
 from pydantic import Field
 from torch import Tensor
 
@@ -48,6 +49,13 @@ class PreprocessStep(StrictModel):
 
     def apply(self, patterns: Tensor, fitted: Any) -> Tensor:
         raise NotImplementedError
+
+    per_pattern: ClassVar[bool] = False  # apply_at needs each pattern's scan index
+
+    def apply_at(self, patterns: Tensor, fitted: Any, indices: np.ndarray, scan_shape: tuple[int, int] | None
+                 ) -> Tensor:
+        """``apply`` for the patterns ``indices`` of a scan (what steps that differ per pattern override)."""
+        return self.apply(patterns, fitted)
 
 
 STEPS: Registry[type[PreprocessStep]] = Registry("preprocessing step")
@@ -182,6 +190,44 @@ class Resample(PreprocessStep):
     def apply(self, patterns, fitted):
         my, mx = (m.to(patterns.device, patterns.dtype) for m in fitted)
         return resample_patterns(patterns, my, mx)
+
+
+@STEPS.register
+class DetectorCorrection(PreprocessStep):
+    """Undo what ``ptyopt calibrate`` measured, in one bicubic resampling per pattern: the pattern centre moved to
+    K//2 (centre_px at the scan's middle plus the descan plane), then the detector's transpose and rotation
+    against the scan undone (``ptyopt.data.detector_errors`` conventions). Each pattern is moved by its own scan
+    position's descan."""
+
+    name = "detector_correction"
+    kind: Literal["detector_correction"] = "detector_correction"
+    keeps_counts: ClassVar[bool] = False  # interpolated
+    per_pattern: ClassVar[bool] = True
+    example = {"rotation_deg": 10.0, "transpose": True, "centre_px": (16.3, 15.6),
+               "descan_px_per_step": ((0.1, 0.0), (0.0, -0.1))}
+    rotation_deg: float = Field(0.0, description="detector rotation against the scan [deg]")
+    transpose: bool = Field(False, description="detector axes swapped (after the rotation)")
+    centre_px: tuple[float, float] | None = Field(
+        None, description="pattern centre (y, x) [px] at the scan's middle (null = K//2)")
+    descan_px_per_step: tuple[tuple[float, float], tuple[float, float]] = Field(
+        ((0.0, 0.0), (0.0, 0.0)), description="centre motion [[dcy/diy, dcy/dix], [dcx/diy, dcx/dix]] [px/step]")
+
+    def fit(self, geometry, mean_pattern):
+        from ptyopt.data.detector_errors import DetectorErrors
+
+        k = np.array(geometry.shape_px) // 2
+        offset = (0.0, 0.0) if self.centre_px is None else tuple(np.asarray(self.centre_px) - k)
+        return geometry, DetectorErrors(self.rotation_deg, self.transpose, self.descan_px_per_step, offset)
+
+    def apply(self, patterns, fitted):
+        raise DataError("detector_correction needs each pattern's scan index")
+
+    def apply_at(self, patterns, fitted, indices, scan_shape):
+        from ptyopt.data.detector_errors import correct_detector_errors
+
+        if scan_shape is None:
+            raise DataError("detector_correction needs a raster dataset with a known scan shape (Ny, Nx)")
+        return correct_detector_errors(patterns, fitted, fitted.centre_shifts_px(scan_shape)[indices])
 
 
 # the config type of one step: every registered step, told apart by 'kind' (each class's kind is its name)
