@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
-EXTRAS ?= sim,dev
+EXTRAS ?= sim,dev,io
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.ptyopt-installed
 

@@ -123,12 +123,15 @@ def demo(
 
 @command()
 def convert(
-    source: Annotated[Path, typer.Argument(help="foreign data: .npy .npz .h5 .emd .mat .tif .raw")],
+    source: Annotated[Path, typer.Argument(
+        help="foreign data: .npy .npz .h5 .emd .mat .tif .raw, Merlin .mib, Dectris *_master.h5, .zarr")],
     out: Annotated[Path, typer.Option(help="ptyopt dataset file to write (.h5)")],
-    energy_kv: Annotated[float, typer.Option(help="accelerating voltage [kV]")],
-    conv_angle_mrad: Annotated[float, typer.Option(help="probe convergence semi-angle [mrad]")],
-    dk_inv_ang: Annotated[float, typer.Option(help="detector pixel in reciprocal space [1/Å]")],
-    step_ang: Annotated[float, typer.Option(help="raster scan step [Å]")],
+    energy_kv: Annotated[float | None, typer.Option(help="accelerating voltage [kV] (default: the file's)")] = None,
+    conv_angle_mrad: Annotated[float | None, typer.Option(
+        help="probe convergence semi-angle [mrad] (default: the file's)")] = None,
+    dk_inv_ang: Annotated[float | None, typer.Option(
+        help="detector pixel in reciprocal space [1/Å] (default: the file's; `ptyopt calibrate` measures it)")] = None,
+    step_ang: Annotated[float | None, typer.Option(help="raster scan step [Å] (default: the file's)")] = None,
     scan_shape: Annotated[str | None, typer.Option(help="scan Ny,Nx (needed for 3-D input and EMPAD)")] = None,
     key: Annotated[str | None, typer.Option(help="dataset key inside HDF5/EMD/npz/MATLAB files")] = None,
     permute: Annotated[str | None, typer.Option(help="axis order giving (Ny,Nx,Ky,Kx), e.g. 2,3,0,1")] = None,
@@ -146,17 +149,30 @@ def convert(
 
     from ptyopt.data import Preprocessor, Step, select_scan_region, write_dataset
     from ptyopt.data.foreign import dataset_from_foreign_file
+    from ptyopt.data.readers import read_metadata
 
     shape = _parse_numbers(scan_shape, "--scan-shape")
     if shape is not None and len(shape) != 2:
         raise ConfigError(f"--scan-shape needs two integers Ny,Nx, got {scan_shape}")
+    found = read_metadata(source, key) if source.exists() else {}
+    given = {"energy_kv": energy_kv, "conv_angle_mrad": conv_angle_mrad, "dk_inv_ang": dk_inv_ang,
+             "step_ang": step_ang}
+    values = {name: value if value is not None else found.get(name) for name, value in given.items()}
+    missing = [f"--{name.replace('_', '-')}" for name, value in values.items() if value is None]
+    if missing:
+        raise ConfigError(f"{source} does not give {', '.join(missing)}; give them on the command line"
+                          + (f" (it gives {', '.join(sorted(found))})" if found else ""))
+    for name, value in found.items():
+        if name in given and given[name] is None:
+            console.print(f"from the file: {name} = {value:.6g}")
+    shape = shape or found.get("scan_shape")
     try:
         extra = json.loads(aberrations) if aberrations else {}
     except json.JSONDecodeError as err:
         raise ConfigError(f"--aberrations is not valid JSON ({err})") from None
     dataset = dataset_from_foreign_file(
-        source, step_ang=step_ang, key=key, scan_shape=shape, permute=_parse_numbers(permute, "--permute"),
-        energy_kv=energy_kv, conv_angle_mrad=conv_angle_mrad, dk_inv_ang=dk_inv_ang,
+        source, step_ang=values["step_ang"], key=key, scan_shape=shape, permute=_parse_numbers(permute, "--permute"),
+        energy_kv=values["energy_kv"], conv_angle_mrad=values["conv_angle_mrad"], dk_inv_ang=values["dk_inv_ang"],
         aberrations={"defocus": defocus_ang, **extra}, counts=counts, dose_e_per_ang2=dose_e_per_ang2,
     )
     if scan_crop_y or scan_crop_x:
@@ -520,9 +536,13 @@ def inspect(path: Annotated[Path, typer.Argument(help="ptyopt dataset file, or a
     if is_dataset_file(path):
         summary = read_dataset(path).summary()
     else:
+        from ptyopt.data.readers import read_metadata
+
         array = read_array(path)
         summary = {"file": str(path), "shape": array.shape, "dtype": str(array.dtype),
-                   "note": "foreign file: convert it with 'ptyopt convert' to add the experiment metadata"}
+                   **{f"metadata: {name}": value for name, value in read_metadata(path).items()},
+                   "note": "foreign file: convert it with 'ptyopt convert' (it takes what the file gives and asks "
+                           "for the rest)"}
     table = Table(title=str(path), show_header=False)
     for name, value in summary.items():
         table.add_row(name, str(value))

@@ -1,7 +1,8 @@
 """Readers of foreign 4D-STEM files (registry ``READERS``, one class per format with its file suffixes): each
-returns the raw diffraction array, (N, Ky, Kx) or (Ny, Nx, Ky, Kx).
-
-Metadata (energy, detector sampling, scan step) are not read here; they come from the config.
+returns the raw diffraction array, (N, Ky, Kx) or (Ny, Nx, Ky, Kx), and the metadata the file carries
+(``read_metadata``: energy, detector sampling, scan step and shape, exposure, in ptyopt's names; what a file does
+not give comes from the config or the command line). The instrument formats (Merlin, Dectris Arina/Quadro, Zarr)
+are in ``ptyopt.data.instrument``.
 """
 
 from __future__ import annotations
@@ -79,6 +80,9 @@ class Reader(Protocol):
     @staticmethod
     def read(path: Path, key: str | None, scan_shape: tuple[int, int] | None) -> np.ndarray: ...
 
+    # optional: ``metadata(path, key) -> dict`` (energy_kv, dk_inv_ang, step_ang, conv_angle_mrad, scan_shape,
+    # exposure_s) without reading the patterns
+
 
 READERS: Registry[type[Reader]] = Registry("reader")
 
@@ -152,7 +156,19 @@ class Hdf5Reader:
 
     @staticmethod
     def read(path: Path, key: str | None, scan_shape: tuple[int, int] | None) -> np.ndarray:
-        return _read_hdf5_array(path, key)
+        from ptyopt.data.instrument import is_dectris_master, read_dectris
+
+        with h5py.File(path, "r") as handle:
+            dectris = key is None and is_dectris_master(handle)
+        return read_dectris(path) if dectris else _read_hdf5_array(path, key)
+
+    @staticmethod
+    def metadata(path: Path, key: str | None) -> dict:
+        from ptyopt.data.instrument import dectris_metadata, is_dectris_master
+
+        with h5py.File(path, "r") as handle:
+            dectris = is_dectris_master(handle)
+        return dectris_metadata(path) if dectris else {}
 
 
 @READERS.register
@@ -233,6 +249,57 @@ class EmpadReader:
         return frames[:, :, :EMPAD_COLUMNS, :]
 
 
+@READERS.register
+class MerlinReader:
+    """Quantum Detectors Merlin .mib (+ .hdr), memory-mapped (rosettasciio: the io extra)."""
+
+    name, suffixes = "merlin", (".mib",)
+
+    @staticmethod
+    def read(path: Path, key: str | None, scan_shape: tuple[int, int] | None) -> np.ndarray:
+        from ptyopt.data.instrument import read_merlin
+
+        _no_key(path, key)
+        return read_merlin(path, scan_shape)
+
+    @staticmethod
+    def metadata(path: Path, key: str | None) -> dict:
+        from ptyopt.data.instrument import merlin_metadata
+
+        return merlin_metadata(path)
+
+
+@READERS.register
+class ZarrReader:
+    """Zarr stores (.zarr folders): the array ``key`` or the largest 3-D/4-D one, read on demand."""
+
+    name, suffixes = "zarr", (".zarr",)
+
+    @staticmethod
+    def read(path: Path, key: str | None, scan_shape: tuple[int, int] | None) -> np.ndarray:
+        from ptyopt.data.instrument import read_zarr
+
+        return read_zarr(path, key)
+
+    @staticmethod
+    def metadata(path: Path, key: str | None) -> dict:
+        from ptyopt.data.instrument import zarr_metadata
+
+        return zarr_metadata(path, key)
+
+
+def read_metadata(path: str | Path, key: str | None = None) -> dict:
+    """What a foreign file says about its experiment, in ptyopt's names (empty for formats without metadata)."""
+    path = Path(path)
+    reader = READER_OF_SUFFIX.get(path.suffix.lower())
+    if reader is None or not hasattr(reader, "metadata"):
+        return {}
+    try:
+        return reader.metadata(path, key)
+    except (OSError, ValueError, KeyError) as error:
+        raise DataError(f"cannot read the metadata of {path} ({error})") from error
+
+
 READER_OF_SUFFIX: dict[str, type[Reader]] = {suffix: READERS.get(name) for name in READERS
                                              for suffix in READERS.get(name).suffixes}
 SUPPORTED_SUFFIXES: tuple[str, ...] = tuple(READER_OF_SUFFIX)
@@ -260,9 +327,9 @@ def read_array(path: str | Path, *, key: str | None = None, scan_shape: tuple[in
     an EMPAD .raw of a non-square scan. EMPAD .raw files are returned as a read-only memory map.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"data file not found: {path}")
     suffix = path.suffix.lower()
+    if not (path.is_dir() if suffix == ".zarr" else path.is_file()):
+        raise DataError(f"data file not found: {path}")
     if scan_shape is not None:
         if len(scan_shape) != 2 or not all(int(n) == n and n > 0 for n in scan_shape):
             raise DataError(f"scan_shape must be two positive integers (Ny, Nx), got {scan_shape!r}")
@@ -279,6 +346,7 @@ def read_array(path: str | Path, *, key: str | None = None, scan_shape: tuple[in
             f"cannot read {path} as a {suffix} file ({error}): it is not a readable dataset; check that it is "
             "complete and of that format"
         ) from error
+    array = np.asarray(array)  # a Zarr array is read here (memory maps stay maps)
     array = _check_array(array, str(path) if key is None else f"'{key}' in {path}")
     if scan_shape is not None:
         array = _apply_scan_shape(array, scan_shape, str(path))
