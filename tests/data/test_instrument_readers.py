@@ -127,3 +127,26 @@ def test_zarr_round_trip_with_metadata_and_refusals(tmp_path):
     not_a_store.mkdir()
     with pytest.raises(DataError):
         read_array(not_a_store)
+
+
+def test_py4dstem_emd1_round_trip_with_its_calibration(tmp_path):
+    """An EMD 1.0 file as py4DSTEM writes it (emdfile): the 4-D array, the scan step and dk from its dimension
+    vectors (Å and Å⁻¹; nm would be converted)."""
+    emdfile = pytest.importorskip("emdfile")
+    frames = _frames().reshape(*SCAN, 16, 16)
+    array = emdfile.Array(data=frames, name="datacube", dims=[np.arange(2) * 0.4, np.arange(3) * 0.4,
+                                                              np.arange(16) * 0.05, np.arange(16) * 0.05],
+                          dim_units=["A", "A", "A^-1", "A^-1"], dim_names=["Rx", "Ry", "Qx", "Qy"])
+    root = emdfile.Root(name="root")
+    root.tree(array)
+    path = tmp_path / "scan.emd"
+    emdfile.save(str(path), root, mode="o")
+    np.testing.assert_array_equal(read_array(path), frames)
+    meta = read_metadata(path)
+    assert meta["scan_shape"] == SCAN and meta["step_ang"] == pytest.approx(0.4)
+    assert meta["dk_inv_ang"] == pytest.approx(0.05)
+    out = tmp_path / "scan.h5"
+    result = runner.invoke(app, ["convert", str(path), "--out", str(out), "--energy-kv", "300",
+                                 "--conv-angle-mrad", "20"])
+    assert result.exit_code == 0, result.output
+    assert read_dataset(out).dk_inv_ang == pytest.approx(0.05)

@@ -266,3 +266,30 @@ def test_every_registered_reader_turns_a_damaged_file_into_a_data_error(tmp_path
     with pytest.raises(DataError, match="damaged"):
         read_array(path)
     assert suffix in READERS.get(READER_OF_SUFFIX[suffix].name).suffixes
+
+
+def test_empad_xml_names_its_raw_file_and_gives_scan_step_and_pixel(tmp_path, empad_frames):
+    """The acquisition .xml beside the .raw (hand-built following the EMPAD layout: raw_file, pix_x/pix_y, the
+    scan field of view with its scale factor, calibrated_pixelsize): frames, scan shape and metadata; a missing
+    raw file and a foreign xml are refused."""
+    from ptyopt.data.readers import read_metadata
+
+    _write_empad(tmp_path / "scan_x3_y2.raw", empad_frames)
+    xml = tmp_path / "scan.xml"
+    xml.write_text('<root><raw_file filename="scan_x3_y2.raw"/><pix_x>3</pix_x><pix_y>2</pix_y>'
+                   "<iom_measurements><full_scan_field_of_view><x>8.64e-10</x><scale_factor>0.72</scale_factor>"
+                   "</full_scan_field_of_view><calibrated_pixelsize>2.5e-11</calibrated_pixelsize>"
+                   "</iom_measurements></root>")
+    array = read_array(xml)
+    assert array.shape == (2, 3, 128, 128)
+    np.testing.assert_array_equal(array.reshape(6, 128, 128), empad_frames)
+    meta = read_metadata(xml)
+    assert meta["scan_shape"] == (2, 3) and meta["step_ang"] == pytest.approx(8.64 / 0.72 / 3)
+    assert meta["dk_inv_ang"] == pytest.approx(2.5e-3)
+    (tmp_path / "scan_x3_y2.raw").unlink()
+    with pytest.raises(DataError, match="not beside it"):
+        read_array(xml)
+    foreign = tmp_path / "other.xml"
+    foreign.write_text("<config><a>1</a></config>")
+    with pytest.raises(DataError, match="names no raw_file"):
+        read_array(foreign)

@@ -206,3 +206,87 @@ def zarr_metadata(path: Path, key: str | None = None) -> dict[str, Any]:
     if "scan_shape" in attrs:
         out["scan_shape"] = tuple(int(n) for n in attrs["scan_shape"])
     return out
+
+
+# ---- EMD 1.0 (py4DSTEM / emdfile) ------------------------------------------------------------------------------
+
+_LENGTH_TO_ANG = {"A": 1.0, "Å": 1.0, "nm": 10.0, "pm": 0.01}
+_RECIPROCAL_TO_INV_ANG = {"A^-1": 1.0, "1/A": 1.0, "Å^-1": 1.0, "nm^-1": 0.1, "1/nm": 0.1}
+
+
+def is_emd1(handle: h5py.File) -> bool:
+    return handle.attrs.get("emd_group_type") == "file" and int(handle.attrs.get("version_major", 0)) == 1
+
+
+def emd1_metadata(handle: h5py.File) -> dict[str, Any]:
+    """The scan step and reciprocal pixel of the largest 4-D EMD array from its dimension vectors (EMD 1.0: an
+    'array' group holds ``data`` and ``dim0..dimN``; a linear dimension is stored as its first two values)."""
+    arrays = []
+
+    def visit(name, item):
+        if isinstance(item, h5py.Group) and item.attrs.get("emd_group_type") == "array" and "data" in item:
+            if item["data"].ndim == 4:
+                arrays.append(item)
+
+    handle.visititems(visit)
+    if not arrays:
+        return {}
+    group = max(arrays, key=lambda g: g["data"].size)
+    out: dict[str, Any] = {"scan_shape": tuple(int(n) for n in group["data"].shape[:2])}
+
+    def step(name: str, table: dict[str, float]) -> float | None:
+        dim = group.get(name)
+        if dim is None or dim.shape[0] < 2:
+            return None
+        factor = table.get(str(dim.attrs.get("units", "")))
+        return None if factor is None else float(dim[1] - dim[0]) * factor
+
+    scan_step = step("dim0", _LENGTH_TO_ANG)
+    if scan_step:
+        out["step_ang"] = scan_step
+    dk = step("dim2", _RECIPROCAL_TO_INV_ANG)
+    if dk:
+        out["dk_inv_ang"] = dk
+    return out
+
+
+# ---- EMPAD .xml (the acquisition's description beside its .raw) --------------------------------------------------
+
+
+def _xml_text(root, path: str) -> str | None:
+    """The text of element ``path`` (a/b/c), or the attribute c of element a/b."""
+    node = root.find(path)
+    if node is not None and node.text and node.text.strip():
+        return node.text.strip()
+    parent, _, attribute = path.rpartition("/")
+    node = root.find(parent) if parent else root
+    return None if node is None else node.attrib.get(attribute)
+
+
+def parse_empad_xml(path: Path) -> dict[str, Any]:
+    """raw_file (the .raw beside it), scan_shape, and where the xml says: step_ang (the scan field of view over
+    the larger scan side, corrected by its scale factor) and dk_inv_ang (calibrated_pixelsize)."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as err:
+        raise DataError(f"{path} is not a readable EMPAD .xml file ({err})") from None
+    raw_name = _xml_text(root, "raw_file/filename")
+    if raw_name is None:
+        raise DataError(f"{path} is not an EMPAD acquisition file: it names no raw_file")
+    out: dict[str, Any] = {"raw_file": path.parent / raw_name}
+    pix_x, pix_y = _xml_text(root, "pix_x"), _xml_text(root, "pix_y")
+    if pix_x and pix_y:
+        out["scan_shape"] = (int(pix_y), int(pix_x))
+    else:
+        match = re.match(r"scan_x(\d+)_y(\d+)", Path(raw_name).stem)
+        if match:
+            out["scan_shape"] = (int(match.group(2)), int(match.group(1)))
+    fov, factor = (_xml_text(root, f"iom_measurements/full_scan_field_of_view/{n}") for n in ("x", "scale_factor"))
+    if fov and factor and "scan_shape" in out:
+        out["step_ang"] = float(fov) / float(factor) / max(out["scan_shape"]) * 1e10
+    pixel = _xml_text(root, "iom_measurements/calibrated_pixelsize")
+    if pixel:
+        out["dk_inv_ang"] = float(pixel) * 1e8  # stored so that × 1e9 gives 1/nm
+    return out

@@ -164,9 +164,11 @@ class Hdf5Reader:
 
     @staticmethod
     def metadata(path: Path, key: str | None) -> dict:
-        from ptyopt.data.instrument import dectris_metadata, is_dectris_master
+        from ptyopt.data.instrument import dectris_metadata, emd1_metadata, is_dectris_master, is_emd1
 
         with h5py.File(path, "r") as handle:
+            if is_emd1(handle):
+                return emd1_metadata(handle)
             dectris = is_dectris_master(handle)
         return dectris_metadata(path) if dectris else {}
 
@@ -247,6 +249,29 @@ class EmpadReader:
             scan_shape = (side, side)
         frames = np.memmap(path, dtype="<f4", mode="r", shape=(*scan_shape, EMPAD_ROWS, EMPAD_COLUMNS))
         return frames[:, :, :EMPAD_COLUMNS, :]
+
+
+@READERS.register
+class EmpadXmlReader:
+    """EMPAD acquisition .xml: the .raw it names, with the scan shape, step and detector pixel it gives."""
+
+    name, suffixes = "empad_xml", (".xml",)
+
+    @staticmethod
+    def read(path: Path, key: str | None, scan_shape: tuple[int, int] | None) -> np.ndarray:
+        from ptyopt.data.instrument import parse_empad_xml
+
+        _no_key(path, key)
+        info = parse_empad_xml(path)
+        if not info["raw_file"].is_file():
+            raise DataError(f"{path} names the raw file {info['raw_file'].name}, which is not beside it")
+        return EmpadReader.read(info["raw_file"], None, scan_shape or info.get("scan_shape"))
+
+    @staticmethod
+    def metadata(path: Path, key: str | None) -> dict:
+        from ptyopt.data.instrument import parse_empad_xml
+
+        return {k: v for k, v in parse_empad_xml(path).items() if k != "raw_file"}
 
 
 @READERS.register
