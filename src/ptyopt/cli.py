@@ -147,7 +147,7 @@ def convert(
     import yaml
     from pydantic import TypeAdapter, ValidationError
 
-    from ptyopt.data import Preprocessor, Step, select_scan_region, write_dataset
+    from ptyopt.data import Preprocessor, Step, write_dataset
     from ptyopt.data.foreign import dataset_from_foreign_file
     from ptyopt.data.readers import read_metadata
 
@@ -174,11 +174,9 @@ def convert(
         source, step_ang=values["step_ang"], key=key, scan_shape=shape, permute=_parse_numbers(permute, "--permute"),
         energy_kv=values["energy_kv"], conv_angle_mrad=values["conv_angle_mrad"], dk_inv_ang=values["dk_inv_ang"],
         aberrations={"defocus": defocus_ang, **extra}, counts=counts, dose_e_per_ang2=dose_e_per_ang2,
+        scan_region=(_parse_range(scan_crop_y, "--scan-crop-y"), _parse_range(scan_crop_x, "--scan-crop-x"))
+        if scan_crop_y or scan_crop_x else None,
     )
-    if scan_crop_y or scan_crop_x:
-        dataset = select_scan_region(
-            dataset, _parse_range(scan_crop_y, "--scan-crop-y"), _parse_range(scan_crop_x, "--scan-crop-x")
-        )
     if preprocess is not None:
         try:
             steps = TypeAdapter(list[Step]).validate_python(yaml.safe_load(preprocess.read_text()) or [])
@@ -530,7 +528,9 @@ def plan(
 
 @command()
 def inspect(path: Annotated[Path, typer.Argument(help="ptyopt dataset file, or any readable 4D-STEM file")]) -> None:
-    """Describe a dataset: shapes, sampling, metadata and ground truth."""
+    """Describe a dataset: shapes, sampling, metadata and ground truth (a foreign file's patterns are not read)."""
+    import numpy as np
+
     from ptyopt.data import is_dataset_file, read_array, read_dataset
 
     if is_dataset_file(path):
@@ -538,8 +538,10 @@ def inspect(path: Annotated[Path, typer.Argument(help="ptyopt dataset file, or a
     else:
         from ptyopt.data.readers import read_metadata
 
-        array = read_array(path)
-        summary = {"file": str(path), "shape": array.shape, "dtype": str(array.dtype),
+        array = read_array(path, lazy=True)  # shape and dtype only: the patterns are not read
+        size_mib = int(np.prod(array.shape)) * np.dtype(array.dtype).itemsize / 2**20
+        summary = {"file": str(path), "shape": tuple(array.shape), "dtype": str(array.dtype),
+                   "size": f"{size_mib:,.1f} MiB",
                    **{f"metadata: {name}": value for name, value in read_metadata(path).items()},
                    "note": "foreign file: convert it with 'ptyopt convert' (it takes what the file gives and asks "
                            "for the rest)"}

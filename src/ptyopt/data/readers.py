@@ -100,22 +100,47 @@ def _hdf5_datasets(handle: h5py.File, skip: tuple[str, ...] = ()) -> dict[str, h
     return found
 
 
+class LazyHdf5Array:
+    """An HDF5 dataset read only where it is indexed (shape, dtype and ndim without reading; np.asarray reads
+    it all)."""
+
+    def __init__(self, path: Path, name: str):
+        self.path, self.name = path, name
+        with h5py.File(path, "r") as handle:
+            dataset = handle[name]
+            self.shape, self.dtype = tuple(dataset.shape), dataset.dtype
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, index) -> np.ndarray:
+        with h5py.File(self.path, "r") as handle:
+            return handle[self.name][index]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        array = self[()]
+        return array if dtype is None else array.astype(dtype)
+
+
+def _hdf5_key(handle: h5py.File, path: Path, key: str | None, matlab: bool = False) -> str:
+    """The dataset holding the patterns: ``key``, or the largest 3-D/4-D one."""
+    datasets = _hdf5_datasets(handle, _MATLAB_INTERNAL_GROUPS if matlab else ())
+    if key is None:
+        candidates = [name for name, ds in datasets.items() if _is_patterns(ds.shape)]
+        if not candidates:
+            found = ", ".join(f"{name} {ds.shape}" for name, ds in datasets.items()) or "no datasets"
+            raise DataError(
+                f"{path} holds no 3-D or 4-D dataset (found {found}); the diffraction patterns must be "
+                "(N, Ky, Kx) or (Ny, Nx, Ky, Kx)"
+            )
+        key = max(candidates, key=lambda name: datasets[name].size)
+    name = "/" + key.lstrip("/")
+    if name not in datasets:
+        raise DataError(f"{path} has no dataset '{key}'; datasets in the file: {_listing(list(datasets))}")
+    return name
+
+
 def _read_hdf5_array(path: Path, key: str | None, *, matlab: bool = False) -> np.ndarray:
     with h5py.File(path, "r") as handle:
-        datasets = _hdf5_datasets(handle, _MATLAB_INTERNAL_GROUPS if matlab else ())
-        if key is None:
-            candidates = [name for name, ds in datasets.items() if _is_patterns(ds.shape)]
-            if not candidates:
-                found = ", ".join(f"{name} {ds.shape}" for name, ds in datasets.items()) or "no datasets"
-                raise DataError(
-                    f"{path} holds no 3-D or 4-D dataset (found {found}); the diffraction patterns must be "
-                    "(N, Ky, Kx) or (Ny, Nx, Ky, Kx)"
-                )
-            key = max(candidates, key=lambda name: datasets[name].size)
-        name = "/" + key.lstrip("/")
-        if name not in datasets:
-            raise DataError(f"{path} has no dataset '{key}'; datasets in the file: {_listing(list(datasets))}")
-        array = datasets[name][()]
+        array = handle[_hdf5_key(handle, path, key, matlab)][()]
     # MATLAB writes column-major, so h5py sees the dimensions in reverse order
     return np.ascontiguousarray(array.T) if matlab else array
 
@@ -130,6 +155,11 @@ class NpyReader:
     def read(path: Path, key: str | None, scan_shape: tuple[int, int] | None) -> np.ndarray:
         _no_key(path, key)
         return np.load(path, allow_pickle=False)
+
+    @staticmethod
+    def read_lazy(path: Path, key: str | None, scan_shape: tuple[int, int] | None) -> np.ndarray:
+        _no_key(path, key)
+        return np.load(path, allow_pickle=False, mmap_mode="r")
 
 
 @READERS.register
@@ -161,6 +191,15 @@ class Hdf5Reader:
         with h5py.File(path, "r") as handle:
             dectris = key is None and is_dectris_master(handle)
         return read_dectris(path) if dectris else _read_hdf5_array(path, key)
+
+    @staticmethod
+    def read_lazy(path: Path, key: str | None, scan_shape: tuple[int, int] | None):
+        from ptyopt.data.instrument import is_dectris_master, read_dectris
+
+        with h5py.File(path, "r") as handle:
+            if key is None and is_dectris_master(handle):
+                return read_dectris(path)  # several linked files: read whole
+            return LazyHdf5Array(path, _hdf5_key(handle, path, key))
 
     @staticmethod
     def metadata(path: Path, key: str | None) -> dict:
@@ -331,6 +370,8 @@ SUPPORTED_SUFFIXES: tuple[str, ...] = tuple(READER_OF_SUFFIX)
 
 
 def _apply_scan_shape(array: np.ndarray, scan_shape: tuple[int, int], source: str) -> np.ndarray:
+    """4-D (Ny, Nx, Ky, Kx) from 3-D data and the scan shape (a lazy HDF5 array stays 3-D: ``crop_scan`` and
+    ``to_3d`` index it by raster order)."""
     if array.ndim == 4:
         if array.shape[:2] != scan_shape:
             raise DataError(f"{source} has scan axes {array.shape[:2]} but scan_shape is {scan_shape}")
@@ -340,10 +381,25 @@ def _apply_scan_shape(array: np.ndarray, scan_shape: tuple[int, int], source: st
             f"{source} holds {array.shape[0]} patterns but scan_shape {scan_shape} needs "
             f"{scan_shape[0] * scan_shape[1]}; fix scan_shape"
         )
-    return array.reshape(*scan_shape, *array.shape[1:])
+    return array.reshape(*scan_shape, *array.shape[1:]) if isinstance(array, np.ndarray) else array
 
 
-def read_array(path: str | Path, *, key: str | None = None, scan_shape: tuple[int, int] | None = None) -> np.ndarray:
+def crop_scan(array, scan_shape: tuple[int, int], y_range: tuple[int, int] | None,
+              x_range: tuple[int, int] | None) -> np.ndarray:
+    """The scan rows y_range and columns x_range [start, stop) of a (lazy) 4-D (Ny, Nx, Ky, Kx) or raster-ordered
+    3-D array, read alone: (ny, nx, Ky, Kx)."""
+    from ptyopt.data.transforms import scan_region_indices
+
+    index, (ny, nx) = scan_region_indices(scan_shape, y_range, x_range)
+    rows = index.reshape(ny, nx)
+    if array.ndim == 4:
+        iy, ix = np.divmod(rows[:, 0], scan_shape[1])
+        return np.asarray(array[int(iy[0]):int(iy[-1]) + 1, int(ix[0]):int(ix[0]) + nx])
+    return np.stack([np.asarray(array[int(row[0]):int(row[-1]) + 1]) for row in rows])
+
+
+def read_array(path: str | Path, *, key: str | None = None, scan_shape: tuple[int, int] | None = None,
+               lazy: bool = False) -> np.ndarray:
     """Diffraction patterns of a foreign file as (N, Ky, Kx), or (Ny, Nx, Ky, Kx) when the file or
     ``scan_shape`` gives the scan axes. The dtype is kept (float or integer counts).
 
@@ -361,8 +417,10 @@ def read_array(path: str | Path, *, key: str | None = None, scan_shape: tuple[in
         scan_shape = (int(scan_shape[0]), int(scan_shape[1]))
     if suffix not in SUPPORTED_SUFFIXES:
         raise DataError(f"unsupported file type '{path.suffix}' of {path}; supported: {', '.join(SUPPORTED_SUFFIXES)}")
+    reader = READER_OF_SUFFIX[suffix]
     try:
-        array = READER_OF_SUFFIX[suffix].read(path, key, scan_shape)
+        array = reader.read_lazy(path, key, scan_shape) if lazy and hasattr(reader, "read_lazy") else reader.read(
+            path, key, scan_shape)
     except DataError:
         raise
     except (OSError, ValueError, NotImplementedError, zipfile.BadZipFile) as error:
@@ -371,7 +429,8 @@ def read_array(path: str | Path, *, key: str | None = None, scan_shape: tuple[in
             f"cannot read {path} as a {suffix} file ({error}): it is not a readable dataset; check that it is "
             "complete and of that format"
         ) from error
-    array = np.asarray(array)  # a Zarr array is read here (memory maps stay maps)
+    if not lazy:
+        array = np.asarray(array)  # a Zarr array is read here (memory maps stay maps)
     array = _check_array(array, str(path) if key is None else f"'{key}' in {path}")
     if scan_shape is not None:
         array = _apply_scan_shape(array, scan_shape, str(path))
