@@ -32,7 +32,7 @@ import torch
 
 from ptyopt.data.dataset import Dataset4D
 from ptyopt.data.detector_errors import detector_map, scan_offsets, shift_patterns
-from ptyopt.errors import DataError
+from ptyopt.errors import ConfigError, DataError
 from ptyopt.physics.constants import wavelength_ang
 
 LOW, HIGH = 0.25, 0.75  # soft disk mask: 0 below LOW·level, 1 above HIGH·level
@@ -320,22 +320,37 @@ def write_figures(calibration: Calibration, out_dir) -> list:
 DK_AGREEMENT = 0.02  # the file's dk is kept when the estimate agrees within this fraction
 
 
+ROTATION_MODES = ("model", "resample")
+
+
 def calibrated_config(calibration: Calibration, data_path: str, file_dk_inv_ang: float, *, recipe: str,
-                      n_slices: int | None, slice_thickness_ang: float | None) -> tuple[str, list[str]]:
-    """A runnable config (the recipe, with a ``detector_correction`` step undoing the measured rotation,
-    transpose, centre and descan) and notes on what was chosen."""
+                      n_slices: int | None, slice_thickness_ang: float | None,
+                      rotation: str = "model") -> tuple[str, list[str]]:
+    """A runnable config (the recipe, with a ``detector_correction`` step moving every pattern's centre to K//2)
+    and notes on what was chosen. rotation 'model': the rotation and transpose go to
+    ``experiment.detector_rotation_deg`` / ``detector_transpose`` (the positions are mapped into the detector's
+    frame, the patterns are only shifted); 'resample': the correction step also rotates the patterns back."""
+    if rotation not in ROTATION_MODES:
+        raise ConfigError(f"rotation must be one of {', '.join(ROTATION_MODES)}, got '{rotation}'")
     import yaml
 
     from ptyopt.config import parse_config
     from ptyopt.recipes import recipe_raw
 
     raw = recipe_raw(recipe, data_path=data_path, n_slices=n_slices, slice_thickness_ang=slice_thickness_ang)
-    step = {"kind": "detector_correction", "rotation_deg": round(float(calibration.rotation_deg.value), 4),
-            "transpose": bool(calibration.transpose.value),
+    angle, transpose = round(float(calibration.rotation_deg.value), 4), bool(calibration.transpose.value)
+    in_model = rotation == "model"
+    step = {"kind": "detector_correction", "rotation_deg": 0.0 if in_model else angle,
+            "transpose": False if in_model else transpose,
             "centre_px": [round(float(v), 4) for v in calibration.centre_px.value],
             "descan_px_per_step": [[round(float(v), 6) for v in row] for row in calibration.descan_px_per_step.value]}
     raw["data"]["preprocess"] = [step, *raw["data"].get("preprocess", [])]
     notes = []
+    if in_model and (angle != 0 or transpose):
+        raw.setdefault("experiment", {}).update({"detector_rotation_deg": angle, "detector_transpose": transpose})
+        notes.append(f"the object is reconstructed in the detector's frame (rotated {angle:g}°"
+                     f"{', transposed' if transpose else ''} against the scan); --rotation resample rotates the "
+                     "patterns instead")
     dk = float(calibration.dk_inv_ang.value)
     if abs(dk / file_dk_inv_ang - 1) > DK_AGREEMENT:
         raw.setdefault("experiment", {})["dk_inv_ang"] = round(dk, 7)
@@ -348,6 +363,7 @@ def calibrated_config(calibration: Calibration, data_path: str, file_dk_inv_ang:
         notes.append("model.n_slices / model.slice_thickness_ang are the recipe's placeholders: set your specimen's "
                      "slicing (`ptyopt plan CONFIG` suggests one)")
     parse_config(raw)
-    header = (f"# written by `ptyopt calibrate` from {data_path} (recipe '{recipe}'); the first preprocessing step\n"
-              "# undoes the measured detector rotation, transpose, pattern centre and descan.\n")
+    header = (f"# written by `ptyopt calibrate` from {data_path} (recipe '{recipe}'): the first preprocessing\n"
+              "# step moves the pattern centre (and its descan) to K//2; the detector's rotation and transpose are "
+              + ("experiment.detector_*.\n" if in_model else "undone by the same step.\n"))
     return header + yaml.safe_dump(raw, sort_keys=False, allow_unicode=True), notes

@@ -566,6 +566,9 @@ def calibrate(
     n_slices: Annotated[int | None, typer.Option(min=1, help="the config's model.n_slices")] = None,
     slice_thickness_ang: Annotated[float | None, typer.Option(
         help="the config's model.slice_thickness_ang [Å]")] = None,
+    rotation: Annotated[str, typer.Option(
+        help="the config handles the detector's rotation in the model (positions in the detector's frame, no "
+             "resampling) or by resampling the patterns: model | resample")] = "model",
 ) -> None:
     """Estimate the detector's rotation and transpose against the scan, the pattern centre and descan, the
     bright-field disk radius and the reciprocal pixel size from the data alone, with uncertainties; with
@@ -586,6 +589,8 @@ def calibrate(
         raise ConfigError(f"--conv-angle-mrad must be positive, got {conv_angle_mrad}")
     if config is not None:
         recipe_text(recipe, n_slices=n_slices, slice_thickness_ang=slice_thickness_ang)  # refuses before any work
+        if rotation not in ("model", "resample"):
+            raise ConfigError(f"--rotation takes model or resample, got '{rotation}'")
     dataset = read_dataset(path)
     result = run_calibration(dataset, conv_angle_mrad=conv_angle_mrad)
     table = Table(title=f"ptyopt calibrate {path.name}")
@@ -607,7 +612,7 @@ def calibrate(
         console.print(f"written {json_file}")
     if config is not None:
         text, notes = calibrated_config(result, str(path.resolve()), dataset.dk_inv_ang, recipe=recipe,
-                                        n_slices=n_slices, slice_thickness_ang=slice_thickness_ang)
+                                        n_slices=n_slices, slice_thickness_ang=slice_thickness_ang, rotation=rotation)
         config.write_text(text)
         for note in notes:
             console.print(f"note: {note}")

@@ -56,6 +56,11 @@ class ExperimentConfig(StrictModel):
         None, description="initial-probe aberrations, Krivanek C_nm [Å] / phi_nm [rad] or aliases (defocus, Cs)"
     )
     counts: bool | None = Field(None, description="the data are electron counts")
+    detector_rotation_deg: float = Field(
+        0.0, description="the detector's rotation against the scan [deg] (`ptyopt calibrate` measures it): the "
+        "positions are mapped into the detector's frame and the object is reconstructed there (no resampling); "
+        "evaluation maps the truth into that frame")
+    detector_transpose: bool = Field(False, description="the detector's axes are swapped (after the rotation)")
 
 
 class ModelConfig(StrictModel):

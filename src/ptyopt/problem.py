@@ -16,6 +16,7 @@ from ptyopt.data import (
     read_dataset,
     select_scan_region,
 )
+from ptyopt.data.detector_errors import to_detector_frame
 from ptyopt.data.foreign import read_foreign_patterns
 from ptyopt.errors import ConfigError, DataError
 from ptyopt.model.dip_object import object_network
@@ -142,6 +143,13 @@ def build_problem(config: ReconstructionConfig, *, warm_start: bool = True) -> P
     positions = truth.positions_ang if config.model.positions_init == "truth" else dataset.positions_ang
     if positions is None:
         raise ConfigError("model.positions_init is 'truth' but the truth holds no positions")
+    exp = config.experiment
+    if exp.detector_rotation_deg != 0 or exp.detector_transpose:
+        if config.model.object_init == "truth":
+            raise ConfigError("model.object_init: truth is not available with experiment.detector_rotation_deg / "
+                              "detector_transpose (the truth lives in the scan frame); use object_init: vacuum")
+        positions = to_detector_frame(positions, exp.detector_rotation_deg, exp.detector_transpose,
+                                      dataset.positions_ang.mean(axis=0))
     geometry = make_geometry(positions, ky, dx_ang, dataset.wavelength_ang, config.model.object_margin_px,
                              dataset.acquisition_order)
     drift_refined = opt.scan_drift.start_iter is not None and config.model.scan_drift_order > 0

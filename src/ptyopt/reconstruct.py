@@ -80,15 +80,24 @@ def result_from_state(problem: Problem, state: dict[str, torch.Tensor], history:
 
 
 def metrics_against_truth(phase_slices: np.ndarray, occupancy: np.ndarray, origin_ang: tuple[float, float],
-                          dx_ang: float, dataset: Dataset4D, margin_ang: float) -> dict[str, float]:
+                          dx_ang: float, dataset: Dataset4D, margin_ang: float,
+                          experiment=None) -> dict[str, float]:
     """The run's truth metrics (metrics.json, the metric_* history, snapshot scores): the slice-summed phase
     (omode, S, Y, X) [rad], weighted by the |occupancy| of its object modes, against dataset.truth over the
-    scanned region minus margin_ang [Å]."""
+    scanned region minus margin_ang [Å]; with a detector rotated or transposed against the scan
+    (``experiment``), the truth is taken into the model's frame."""
+    from ptyopt.data.detector_errors import detector_map, to_detector_frame
     from ptyopt.evaluate.phase_metrics import phase_metrics
 
     occupancy = np.abs(occupancy)
-    return phase_metrics(phase_slices, origin_ang, dx_ang, dataset.truth, dataset.positions_ang, margin_ang,
-                         occupancy=occupancy / occupancy.sum())
+    positions, frame = dataset.positions_ang, None
+    if experiment is not None and (experiment.detector_rotation_deg != 0 or experiment.detector_transpose):
+        centre = positions.mean(axis=0)
+        frame = (detector_map(experiment.detector_rotation_deg, experiment.detector_transpose), centre)
+        positions = to_detector_frame(positions, experiment.detector_rotation_deg, experiment.detector_transpose,
+                                      centre)
+    return phase_metrics(phase_slices, origin_ang, dx_ang, dataset.truth, positions, margin_ang,
+                         occupancy=occupancy / occupancy.sum(), frame=frame)
 
 
 def truth_metrics_fn(problem: Problem):
@@ -103,11 +112,17 @@ def truth_metrics_fn(problem: Problem):
     true_positions = problem.dataset.truth.positions_ang
     if true_positions is not None and len(true_positions) != len(geometry.nominal_positions_ang):
         true_positions = None
+    exp = problem.config.experiment
+    if true_positions is not None and (exp.detector_rotation_deg != 0 or exp.detector_transpose):
+        from ptyopt.data.detector_errors import to_detector_frame
+
+        true_positions = to_detector_frame(true_positions, exp.detector_rotation_deg, exp.detector_transpose,
+                                           problem.dataset.positions_ang.mean(axis=0))
 
     def metrics(state: dict[str, torch.Tensor]) -> dict[str, float]:
         values = metrics_against_truth(state["object_phase"].detach().cpu().numpy(),
                                        state["occupancy"].detach().cpu().numpy(), geometry.origin_ang,
-                                       geometry.dx_ang, problem.dataset, margin)
+                                       geometry.dx_ang, problem.dataset, margin, problem.config.experiment)
         if true_positions is not None:  # the refined positions' errors (translation / best affine removed)
             errors = position_errors(refined_positions_ang(problem, state), true_positions)
             values.update({k: errors[k] for k in ("position_rms_error_centred_ang", "position_rms_error_affine_ang")})

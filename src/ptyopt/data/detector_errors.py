@@ -107,3 +107,11 @@ def shift_patterns(patterns: Tensor, shift_px: Tensor) -> Tensor:
     from ptyopt.physics.shift import fourier_shift
 
     return fourier_shift(patterns.double(), shift_px.double()).clamp(min=0).to(patterns.dtype)
+
+
+def to_detector_frame(positions_ang: np.ndarray, rotation_deg: float, transpose: bool,
+                      centre_ang: np.ndarray) -> np.ndarray:
+    """Scan-frame positions (N, 2) [Å] in the detector's frame: c + M (p - c) (M = T R(θ)), so that a model whose
+    object lives in that frame needs no resampled patterns."""
+    matrix = detector_map(rotation_deg, transpose)
+    return np.asarray(centre_ang) + (np.asarray(positions_ang, dtype=float) - centre_ang) @ matrix.T

@@ -17,6 +17,7 @@ import numpy as np
 import yaml
 
 from ptyopt.data.dataset import Dataset4D, GroundTruth
+from ptyopt.data.detector_errors import detector_map
 from ptyopt.data.transforms import scan_region_indices
 from ptyopt.errors import DataError, PtyoptError
 from ptyopt.evaluate.data_fidelity import result_r_factor
@@ -87,14 +88,31 @@ def _align(phase, reference, mask, result, remove_ramp) -> PhaseAlignment:
     return PhaseAlignment(aligned, reference, region, info, float(result.dx_ang), tuple(result.origin_ang))
 
 
+def detector_frame(result: ReconstructionResult) -> tuple[np.ndarray, np.ndarray] | None:
+    """(M, c) when the result's object lives in a detector frame rotated or transposed against the scan
+    (``experiment.detector_rotation_deg`` / ``detector_transpose``), c the scan centre; else None."""
+    try:
+        raw = yaml.safe_load(result.config) if result.config else None
+    except yaml.YAMLError:
+        return None
+    experiment = raw.get("experiment") if isinstance(raw, dict) else None
+    if not isinstance(experiment, dict):
+        return None
+    angle, transpose = float(experiment.get("detector_rotation_deg") or 0), bool(experiment.get("detector_transpose"))
+    if angle == 0 and not transpose:
+        return None
+    return detector_map(angle, transpose), np.asarray(result.nominal_positions_ang, dtype=np.float64).mean(axis=0)
+
+
 def _mask(result: ReconstructionResult, positions_ang: np.ndarray, margin_ang: float) -> np.ndarray:
     return scanned_region_mask(result.object_phase.shape[-2:], result.origin_ang, result.dx_ang, positions_ang,
-                               margin_ang)
+                               margin_ang, detector_frame(result))
 
 
-def _canvas(image, dx_ang, origin_ang, result: ReconstructionResult) -> np.ndarray:
+def _canvas(image, dx_ang, origin_ang, result: ReconstructionResult, *, truth: bool = False) -> np.ndarray:
+    """An image on the result's canvas; a truth's (in the scan frame) through the result's detector frame."""
     return image_on_canvas(image, dx_ang, origin_ang, result.object_phase.shape[-2:], result.origin_ang,
-                           result.dx_ang)
+                           result.dx_ang, detector_frame(result) if truth else None)
 
 
 def _recon_slices(result: ReconstructionResult) -> np.ndarray:
@@ -108,7 +126,8 @@ def align_to_truth(
 ) -> PhaseAlignment:
     """The result's slice-summed phase registered to the true one over its scanned region minus margin_ang [Å]."""
     phase = slice_sum(result.object_phase, result.occupancy)
-    reference = _canvas(truth.phase_slices.sum(axis=0, dtype=np.float64), truth.dx_ang, truth.origin_ang, result)
+    reference = _canvas(truth.phase_slices.sum(axis=0, dtype=np.float64), truth.dx_ang, truth.origin_ang, result,
+                        truth=True)
     return _align(phase, reference, _mask(result, result.nominal_positions_ang, margin_ang), result, remove_ramp)
 
 
@@ -155,7 +174,7 @@ def per_slice_metrics(
     slices = _truth_slices(truth, result.object_phase.shape[1])
     if slices is None:
         return None
-    references = [_canvas(truth_slice, truth.dx_ang, truth.origin_ang, result) for truth_slice in slices]
+    references = [_canvas(truth_slice, truth.dx_ang, truth.origin_ang, result, truth=True) for truth_slice in slices]
     out = []
     for index, pair in enumerate(_aligned_slices(result, references, alignment, remove_ramp)):
         metrics = phase_error_metrics(pair.aligned, pair.reference, pair.region)
@@ -211,6 +230,9 @@ def _true_positions(result: ReconstructionResult, dataset: Dataset4D) -> np.ndar
     if truth_positions is None:
         return None
     n = len(result.positions_ang)
+    frame = detector_frame(result)
+    if frame is not None:  # the truth's scan-frame positions in the result's frame
+        truth_positions = frame[1] + (truth_positions - frame[1]) @ frame[0].T
     if len(truth_positions) == n:
         return truth_positions
     region = _config_scan_region(result)

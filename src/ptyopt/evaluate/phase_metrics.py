@@ -33,11 +33,14 @@ def truth_on_canvas(
     canvas_shape: tuple[int, int],
     canvas_origin_ang: tuple[float, float],
     dx_ang: float,
+    frame: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Slice-summed truth phase (Y, X) [rad] on a canvas of shape (Y, X), pixel dx_ang [Å], pixel (0, 0) at
-    canvas_origin_ang (y, x) [Å]; float64, NaN where the canvas lies outside the truth canvas."""
+    canvas_origin_ang (y, x) [Å]; float64, NaN where the canvas lies outside the truth canvas (frame: see
+    ``image_on_canvas``)."""
     phase_sum = truth.phase_slices.sum(axis=0, dtype=np.float64)
-    return image_on_canvas(phase_sum, truth.dx_ang, truth.origin_ang, canvas_shape, canvas_origin_ang, dx_ang)
+    return image_on_canvas(phase_sum, truth.dx_ang, truth.origin_ang, canvas_shape, canvas_origin_ang, dx_ang,
+                           frame)
 
 
 def image_on_canvas(
@@ -47,9 +50,11 @@ def image_on_canvas(
     canvas_shape: tuple[int, int],
     canvas_origin_ang: tuple[float, float],
     dx_ang: float,
+    frame: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Resample an image (Y, X) with pixel image_dx_ang [Å] and pixel (0, 0) at image_origin_ang onto a canvas;
-    float64, NaN outside the image.
+    float64, NaN outside the image. frame (M, c): the canvas lives in another frame, its point r showing the
+    image at M⁻¹(r - c) + c (a detector rotated or transposed against the scan: ``experiment.detector_*``).
 
     Same pixel and a whole-pixel offset: exact indexing. Otherwise cubic-spline interpolation; when the canvas
     is coarser than the image (ratio f > 1) the image is first smoothed by a Gaussian of sigma (f − 1)/2 image
@@ -58,6 +63,8 @@ def image_on_canvas(
     if not (math.isfinite(dx_ang) and dx_ang > 0):
         raise DataError(f"canvas pixel dx_ang must be a positive number of Å, got {dx_ang!r}")
     image = np.asarray(image, dtype=np.float64)
+    if frame is not None:
+        return _image_in_frame(image, image_dx_ang, image_origin_ang, canvas_shape, canvas_origin_ang, dx_ang, frame)
     scale = dx_ang / image_dx_ang
     offset_px = (np.asarray(canvas_origin_ang, dtype=np.float64) - np.asarray(image_origin_ang)) / image_dx_ang
     y_px = offset_px[0] + np.arange(int(canvas_shape[0])) * scale
@@ -81,17 +88,42 @@ def image_on_canvas(
     return out
 
 
+def _image_in_frame(image, image_dx_ang, image_origin_ang, canvas_shape, canvas_origin_ang, dx_ang, frame):
+    matrix, centre = (np.asarray(a, dtype=np.float64) for a in frame)
+    y_ang, x_ang = _canvas_axes_ang(canvas_shape, canvas_origin_ang, dx_ang)
+    points = np.stack(np.meshgrid(y_ang, x_ang, indexing="ij"), axis=-1) - centre
+    source_ang = points @ np.linalg.inv(matrix).T + centre
+    px = (source_ang - np.asarray(image_origin_ang)) / image_dx_ang
+    scale = dx_ang / image_dx_ang
+    source = gaussian_filter(image, (scale - 1.0) / 2.0, mode="nearest") if scale > 1.0 + 1e-9 else image
+    out = map_coordinates(source, [px[..., 0], px[..., 1]], order=3, mode="constant", cval=np.nan)
+    inside = ((px[..., 0] >= 0) & (px[..., 0] <= image.shape[0] - 1) & (px[..., 1] >= 0)
+              & (px[..., 1] <= image.shape[1] - 1))
+    return np.where(inside, out, np.nan)
+
+
 def scanned_region_mask(
     canvas_shape: tuple[int, int],
     canvas_origin_ang: tuple[float, float],
     dx_ang: float,
     positions_ang: np.ndarray,
     margin_ang: float,
+    frame: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Boolean mask (Y, X): canvas pixels inside the bounding box of the scan positions (N, 2) (y, x) [Å]
     shrunk by margin_ang [Å] on every side (DESIGN: the scanned field of view minus a margin; use about one
-    probe radius). Pixels exactly on the shrunk box's edge are inside.
+    probe radius). Pixels exactly on the shrunk box's edge are inside. frame (M, c): the canvas and the
+    positions are in a rotated/transposed frame; the box is the scan's own, taken back through M⁻¹.
     """
+    if frame is not None:
+        matrix, centre = (np.asarray(a, dtype=np.float64) for a in frame)
+        inverse = np.linalg.inv(matrix)
+        scan = (np.asarray(positions_ang, dtype=np.float64) - centre) @ inverse.T + centre
+        low, high = scan.min(axis=0) + margin_ang, scan.max(axis=0) - margin_ang
+        y_ang, x_ang = _canvas_axes_ang(canvas_shape, canvas_origin_ang, dx_ang)
+        points = (np.stack(np.meshgrid(y_ang, x_ang, indexing="ij"), axis=-1) - centre) @ inverse.T + centre
+        tol = 1e-9
+        return np.all((points >= low - tol) & (points <= high + tol), axis=-1)
     positions = np.asarray(positions_ang, dtype=np.float64)
     if positions.ndim != 2 or positions.shape[1] != 2 or len(positions) == 0:
         raise DataError(f"positions have shape {positions.shape}; expected (N, 2) as (y, x) in Å")
@@ -279,16 +311,18 @@ def phase_metrics(
     register: bool = True,
     remove_ramp: bool = False,
     max_shift_px: float | None = None,
+    frame: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """``compare_phase`` of a reconstruction's slice sum against the truth over the scanned region minus margin.
+    """``compare_phase`` of a reconstruction's slice sum against the truth over the scanned region minus margin
+    (frame (M, c): the canvas and positions are in a detector frame, see ``image_on_canvas``).
 
     recon_phase_slices: (omode, S, Y, X) or (S, Y, X) [rad] on a canvas of pixel dx_ang [Å] whose pixel (0, 0)
     sits at canvas_origin_ang (y, x) [Å]; positions_ang (N, 2) [Å]: the scan positions defining the region;
     margin_ang [Å]: shrinks the region on every side. Adds margin_ang to the metrics.
     """
     phase = slice_sum(recon_phase_slices, occupancy)
-    truth_phase = truth_on_canvas(truth, phase.shape, canvas_origin_ang, dx_ang)
-    mask = scanned_region_mask(phase.shape, canvas_origin_ang, dx_ang, positions_ang, margin_ang)
+    truth_phase = truth_on_canvas(truth, phase.shape, canvas_origin_ang, dx_ang, frame)
+    mask = scanned_region_mask(phase.shape, canvas_origin_ang, dx_ang, positions_ang, margin_ang, frame)
     metrics = compare_phase(phase, truth_phase, mask, register=register, remove_ramp=remove_ramp,
                             max_shift_px=max_shift_px, dx_ang=dx_ang)
     return {**metrics, "margin_ang": float(margin_ang)}
