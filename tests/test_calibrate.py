@@ -55,9 +55,11 @@ def test_rotation_and_transpose_of_an_exact_gradient_field(angle, transpose):
 def test_calibrate_recovers_the_detector_errors_of_simulated_data(demo):
     """sto-demo (abTEM SrTiO3, 24×24 scan, 64-px detector, 1e6 e/Å²) through the detector model: rotation within
     0.5°, the transpose exactly, the centre within 0.1 px, the descan plane within 0.1 px over the scan, dk within
-    1 %; on the data as simulated, no rotation, no transpose, no descan."""
+    1 %, the defocus (60 Å, 15.6 Å thick) within 10 %; on the data as simulated, no rotation, no transpose, no
+    descan."""
     bad = demo.replace(meas=apply_detector_errors(demo.meas, demo.scan_shape, ERRORS))
-    result = calibrate(bad)
+    result = calibrate(bad, thickness_ang=4 * 3.905)
+    assert result.defocus_ang.value == pytest.approx(60.0, rel=0.1)
     assert abs(result.rotation_deg.value - 17.0) < 0.5 and result.transpose.value is True
     k = np.array(demo.detector_shape) // 2
     assert np.allclose(result.centre_px.value, k + np.array(ERRORS.centre_offset_px), atol=0.1)
@@ -83,10 +85,11 @@ def test_calibrate_cli_writes_the_table_figures_and_json(demo, tmp_path):
     assert result.exit_code == 0, result.output
     assert "rotation_deg" in result.output and "dk_inv_ang" in result.output
     record = json.loads(out.read_text())
-    for key in ("rotation_deg", "transpose", "centre_px", "descan_px_per_step", "dk_inv_ang"):
+    for key in ("rotation_deg", "transpose", "centre_px", "descan_px_per_step", "dk_inv_ang", "defocus_ang"):
         assert set(record[key]) == {"value", "uncertainty", "unit", "how"}
     assert abs(record["rotation_deg"]["value"] - 17) < 0.5
-    assert sorted(p.name for p in (tmp_path / "fig").iterdir()) == ["centres.png", "disk.png", "rotation.png"]
+    assert sorted(p.name for p in (tmp_path / "fig").iterdir()) == ["centres.png", "defocus.png", "disk.png",
+                                                                     "rotation.png"]
 
 
 def test_calibrate_refuses_bad_inputs_and_writes_nothing(tmp_path, demo):
@@ -194,3 +197,29 @@ def test_a_rotated_transposed_detector_in_the_model_needs_no_resampling(demo, tm
                                "output": {"dir": str(tmp_path / f"{name}_out")}})
         r[name] = run_reconstruction(config, show_progress=False).metrics["pearson_r"]
     assert r["clean"] > 0.98 and abs(r["seen"] - r["clean"]) < 0.005
+
+
+@pytest.mark.parametrize("defocus_ang", [120.0, -200.0])
+def test_bright_field_defocus_on_a_weak_phase_object(defocus_ang):
+    """Patterns of a thin weak random phase object under ptyopt's own probe (no thickness: the middle is the
+    entrance): the bright-field fit finds the defocus, its sign included, within 5 %."""
+    import torch
+
+    from ptyopt.calibrate import bright_field_defocus
+    from ptyopt.physics.probe import make_probe
+
+    k, dx, energy, alpha = 48, 0.25, 300.0, 20.0
+    wavelength = wavelength_ang(energy)
+    probe = make_probe((k, k), dx, energy, alpha, {"defocus": defocus_ang}, dtype=torch.complex128).numpy()
+    rng = np.random.default_rng(1)
+    f2 = np.add.outer(np.fft.fftfreq(200) ** 2, np.fft.fftfreq(200) ** 2)
+    phase = np.fft.ifft2(np.fft.fft2(rng.normal(size=(200, 200))) * np.exp(-0.5 * f2 / 0.03**2)).real
+    transmission = np.exp(0.1j * phase / phase.std())
+    n, step_px = 24, 2
+    patterns = np.stack([np.abs(np.fft.fftshift(np.fft.fft2(
+        probe * transmission[30 + i * step_px:30 + i * step_px + k, 30 + j * step_px:30 + j * step_px + k],
+        norm="ortho"))) ** 2 for i in range(n) for j in range(n)])
+    dk = 1 / (k * dx)
+    radius = alpha * 1e-3 / (wavelength * dk)
+    found, _, _ = bright_field_defocus(patterns, (n, n), radius, dk, step_px * dx, wavelength, 0.0, False)
+    assert found == pytest.approx(defocus_ang, rel=0.05)

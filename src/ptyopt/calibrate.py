@@ -17,6 +17,14 @@ known answers). Every estimate comes with an uncertainty:
   residual curl wins, and the 180° ambiguity is settled by the sign of the divergence (the phase gradient
   points up the atomic potentials, so the divergence is most negative on the columns); uncertainty: the spread
   of the four scan quadrants' estimates / 2;
+- **defocus**: the weak-phase model of bright-field pixels: the scan image of detector pixel k has the spectrum
+  G_k(Q) = φ(Q) T_k(Q), T_k = A(k)[A(k+Q) e^{iπλΔf(|k|²-|k+Q|²)} - A(k-Q) e^{-iπλΔf(|k|²-|k-Q|²)}] (k in the
+  scan frame); for each trial Δf, φ(Q) is fitted by least squares over the pixels and Δf maximises the
+  explained power (coarse 20 Å grid over ±2000 Å, then 2 Å, parabolic peak). What it measures is the distance
+  to the specimen's middle (abTEM SrTiO3: 50 Å for 60 Å at 15.6 Å thickness, 75 Å for 100 Å at 31 Å), so with
+  a known thickness half of it is added to give ptyopt's entrance-surface defocus; its uncertainty is a
+  quarter of the thickness (where in the crystal the probe "focuses"), or the peak's half-width without one.
+  At most the central 64×64 positions and a detector binned to a disk radius of ~12 px are used;
 - **counts**: mean counts per pattern, dose [e/Å²] = counts / step² where the data are counts; hot pixels:
   mean-pattern pixels above 5× their 3×3 neighbourhood's median and above a tenth of the disk level.
 """
@@ -54,6 +62,7 @@ class Calibration:
     descan_px_per_step: Estimate
     disk_radius_px: Estimate
     dk_inv_ang: Estimate
+    defocus_ang: Estimate
     counts_per_pattern: Estimate
     dose_e_per_ang2: Estimate | None
     hot_pixels: list[tuple[int, int]] = field(default_factory=list)
@@ -62,7 +71,7 @@ class Calibration:
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"schema_version": 1}
         for name in ("rotation_deg", "transpose", "centre_px", "descan_px_per_step", "disk_radius_px", "dk_inv_ang",
-                     "counts_per_pattern", "dose_e_per_ang2"):
+                     "defocus_ang", "counts_per_pattern", "dose_e_per_ang2"):
             estimate = getattr(self, name)
             out[name] = None if estimate is None else asdict(estimate)
         out["hot_pixels"] = [list(p) for p in self.hot_pixels]
@@ -188,11 +197,80 @@ def quadrant_spread(field_yx: np.ndarray, angle: float, transpose: bool) -> floa
     return float(np.std(estimates) / 2)
 
 
+# ---- defocus from the bright-field pixels (weak-phase model) ---------------------------------------------------
+
+
+def bf_explained_power(spectra: np.ndarray, k: np.ndarray, q: tuple[np.ndarray, np.ndarray], k_max: float,
+                       wavelength: float, defoci_ang: np.ndarray) -> np.ndarray:
+    """For each trial defocus: Σ_Q |Σ_k G_k conj(T_k)|² / Σ_k |T_k|² (the power explained by the best φ(Q)).
+    spectra (n, Ny, Nx): the scan images' FFTs of n bright-field pixels at k (n, 2) [1/Å] in the scan frame;
+    q: the scan FFT's frequency grids [1/Å]; k_max: the aperture's radius [1/Å]."""
+    qy, qx = q
+    plus_y, plus_x = k[:, 0, None, None] + qy, k[:, 1, None, None] + qx
+    minus_y, minus_x = k[:, 0, None, None] - qy, k[:, 1, None, None] - qx
+    a_plus = (np.hypot(plus_y, plus_x) <= k_max).astype(float)
+    a_minus = (np.hypot(minus_y, minus_x) <= k_max).astype(float)
+    k2 = (k**2).sum(axis=1)[:, None, None]
+    d_plus, d_minus = k2 - (plus_y**2 + plus_x**2), k2 - (minus_y**2 + minus_x**2)
+    out = []
+    for defocus in defoci_ang:
+        c = math.pi * wavelength * defocus
+        transfer = a_plus * np.exp(1j * c * d_plus) - a_minus * np.exp(-1j * c * d_minus)
+        numerator = np.abs((spectra * np.conj(transfer)).sum(axis=0)) ** 2
+        denominator = (np.abs(transfer) ** 2).sum(axis=0)
+        explained = np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator > 0)
+        explained[0, 0] = 0.0
+        out.append(float(explained.sum()))
+    return np.asarray(out)
+
+
+def bright_field_defocus(centred: np.ndarray, scan_shape: tuple[int, int], radius_px: float, dk_inv_ang: float,
+                         step_ang: float, wavelength: float, angle_deg: float, transpose: bool
+                         ) -> tuple[float, float, dict[str, Any]]:
+    """(Δf to the specimen's middle [Å], the peak's half-width [Å], the curve) from centred patterns."""
+    ny, nx = scan_shape
+    cube = centred.reshape(ny, nx, *centred.shape[-2:])
+    sy, sx = max(0, (ny - 64) // 2), max(0, (nx - 64) // 2)
+    cube = cube[sy:sy + 64, sx:sx + 64]
+    ky, kx = cube.shape[-2:]
+    binning = max(1, int(radius_px // 12))
+    if binning > 1:
+        cube = cube[..., : ky // binning * binning, : kx // binning * binning]
+        cube = cube.reshape(*cube.shape[:2], ky // binning, binning, kx // binning, binning).sum(axis=(3, 5))
+    # bin b's centre, relative to K//2, in original pixels
+    iy = np.arange(cube.shape[2]) * binning + (binning - 1) / 2 - ky // 2
+    ix = np.arange(cube.shape[3]) * binning + (binning - 1) / 2 - kx // 2
+    py, px = np.meshgrid(iy, ix, indexing="ij")
+    inside = np.hypot(py, px) < radius_px - binning
+    k_det = np.stack([py[inside], px[inside]], axis=1) * dk_inv_ang
+    k_scan = to_scan_frame(k_det, angle_deg, transpose)
+    images = cube[:, :, inside].astype(np.float64)
+    images -= images.mean(axis=(0, 1))
+    spectra = np.fft.fft2(np.moveaxis(images, -1, 0))
+    q = np.meshgrid(np.fft.fftfreq(images.shape[0], d=step_ang), np.fft.fftfreq(images.shape[1], d=step_ang),
+                    indexing="ij")
+    k_max = radius_px * dk_inv_ang
+    coarse = np.arange(-2000.0, 2000.0 + 1, 20.0)
+    power = bf_explained_power(spectra, k_scan, q, k_max, wavelength, coarse)
+    centre = coarse[int(np.argmax(power))]
+    fine = np.arange(centre - 30.0, centre + 30.0 + 1e-9, 2.0)
+    fine_power = bf_explained_power(spectra, k_scan, q, k_max, wavelength, fine)
+    j = int(np.clip(np.argmax(fine_power), 1, len(fine) - 2))
+    a, b, c = fine_power[j - 1: j + 2]
+    step = 0.5 * (a - c) / (a - 2 * b + c) if (a - 2 * b + c) < 0 else 0.0
+    defocus = float(fine[j] + 2.0 * np.clip(step, -1, 1))
+    half = fine_power >= 0.5 * (fine_power.max() + fine_power.min())
+    width = float(fine[half].max() - fine[half].min()) / 2 if half.any() else math.nan
+    return defocus, width, {"defocus_ang": coarse.tolist(), "explained_power": power.tolist()}
+
+
 # ---- everything ------------------------------------------------------------------------------------------------
 
 
-def calibrate(dataset: Dataset4D, *, conv_angle_mrad: float | None = None, chunk: int = 256) -> Calibration:
-    """All estimates of the module docstring on a raster dataset."""
+def calibrate(dataset: Dataset4D, *, conv_angle_mrad: float | None = None, thickness_ang: float | None = None,
+              chunk: int = 256) -> Calibration:
+    """All estimates of the module docstring on a raster dataset (thickness_ang: the specimen's, for the
+    defocus at its entrance surface)."""
     if dataset.scan_shape is None:
         raise DataError("calibration needs a raster scan with a known scan shape (Ny, Nx)")
     scan_shape = tuple(dataset.scan_shape)
@@ -238,6 +316,15 @@ def calibrate(dataset: Dataset4D, *, conv_angle_mrad: float | None = None, chunk
     wavelength = wavelength_ang(dataset.energy_kv)
     dk = alpha * 1e-3 / (wavelength * radius)
     dk_sigma = dk * radius_sigma / radius
+    middle, width, focus_curve = bright_field_defocus(centred, scan_shape, radius, dk, dataset.step_ang, wavelength,
+                                                      angle, transpose)
+    if thickness_ang is not None:
+        defocus = Estimate(middle + thickness_ang / 2, thickness_ang / 4, "Å",
+                           f"bright-field weak-phase fit ({middle:.1f} Å to the middle) + half the {thickness_ang:g} Å "
+                           "thickness; positive = underfocus")
+    else:
+        defocus = Estimate(middle, width, "Å", "bright-field weak-phase fit: to the specimen's middle (give "
+                           "--thickness-ang for the entrance surface); positive = underfocus")
 
     from scipy.ndimage import median_filter
 
@@ -254,10 +341,11 @@ def calibrate(dataset: Dataset4D, *, conv_angle_mrad: float | None = None, chunk
                                     "plane fit of the disk centroids [[dcy/diy, dcy/dix], [dcx/diy, dcx/dix]]"),
         disk_radius_px=Estimate(radius, radius_sigma, "px", "area of the re-centred mean pattern's disk"),
         dk_inv_ang=Estimate(dk, dk_sigma, "1/Å", f"α/(λ r), α = {alpha:g} mrad"),
+        defocus_ang=defocus,
         counts_per_pattern=Estimate(counts, float(totals.std()), "", "mean (± spread) of the pattern totals"),
         dose_e_per_ang2=dose,
         hot_pixels=[(int(y), int(x)) for y, x in hot[:50]],
-        curves={"rotation": curves, "centres": centres.reshape(*scan_shape, 2),
+        curves={"rotation": curves, "focus": focus_curve, "centres": centres.reshape(*scan_shape, 2),
                 "mean_pattern": centred_mean, "radius_px": radius, "field": field_yx},
     )
 
@@ -266,7 +354,7 @@ def calibrate(dataset: Dataset4D, *, conv_angle_mrad: float | None = None, chunk
 
 
 def write_figures(calibration: Calibration, out_dir) -> list:
-    """One PNG per estimate in out_dir: rotation.png, centres.png, disk.png. Returns the paths."""
+    """One PNG per estimate in out_dir: rotation.png, centres.png, defocus.png, disk.png. Returns the paths."""
     from pathlib import Path
 
     import matplotlib
@@ -301,6 +389,15 @@ def write_figures(calibration: Calibration, out_dir) -> list:
     fig.savefig(paths[-1], dpi=120, bbox_inches="tight")
     plt.close(fig)
 
+    focus = curves["focus"]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(focus["defocus_ang"], focus["explained_power"])
+    ax.set(xlabel="trial defocus to the specimen's middle [Å]", ylabel="explained bright-field power",
+           title=f"defocus {calibration.defocus_ang.value:.1f} ± {calibration.defocus_ang.uncertainty:.1f} Å")
+    paths.append(out_dir / "defocus.png")
+    fig.savefig(paths[-1], dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
     mean = curves["mean_pattern"]
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     ax.imshow(np.sqrt(np.clip(mean, 0, None)), cmap="gray")
@@ -325,7 +422,8 @@ ROTATION_MODES = ("model", "resample")
 
 def calibrated_config(calibration: Calibration, data_path: str, file_dk_inv_ang: float, *, recipe: str,
                       n_slices: int | None, slice_thickness_ang: float | None,
-                      rotation: str = "model") -> tuple[str, list[str]]:
+                      rotation: str = "model", file_aberrations: dict[str, float] | None = None
+                      ) -> tuple[str, list[str]]:
     """A runnable config (the recipe, with a ``detector_correction`` step moving every pattern's centre to K//2)
     and notes on what was chosen. rotation 'model': the rotation and transpose go to
     ``experiment.detector_rotation_deg`` / ``detector_transpose`` (the positions are mapped into the detector's
@@ -359,6 +457,18 @@ def calibrated_config(calibration: Calibration, data_path: str, file_dk_inv_ang:
     else:
         notes.append(f"the file's dk {file_dk_inv_ang:.5g} 1/Å agrees with the estimate {dk:.5g} 1/Å within "
                      f"{DK_AGREEMENT:.0%}: kept")
+    from ptyopt.physics.aberrations import canonical_aberrations
+
+    aberrations = canonical_aberrations(file_aberrations or {})
+    file_defocus = -aberrations.get("C10", 0.0)
+    estimate = float(calibration.defocus_ang.value)
+    tolerance = max(2 * float(calibration.defocus_ang.uncertainty or 0), 0.1 * abs(estimate))
+    if abs(file_defocus - estimate) > tolerance:
+        raw.setdefault("experiment", {})["aberrations"] = {**aberrations, "C10": round(-estimate, 2)}
+        notes.append(f"the file's defocus {file_defocus:g} Å differs from the estimate {estimate:.1f} Å by more than "
+                     f"{tolerance:.1f} Å: the initial probe uses the estimate (experiment.aberrations C10)")
+    else:
+        notes.append(f"the file's defocus {file_defocus:g} Å agrees with the estimate {estimate:.1f} Å: kept")
     if n_slices is None or slice_thickness_ang is None:
         notes.append("model.n_slices / model.slice_thickness_ang are the recipe's placeholders: set your specimen's "
                      "slicing (`ptyopt plan CONFIG` suggests one)")

@@ -569,6 +569,9 @@ def calibrate(
     rotation: Annotated[str, typer.Option(
         help="the config handles the detector's rotation in the model (positions in the detector's frame, no "
              "resampling) or by resampling the patterns: model | resample")] = "model",
+    thickness_ang: Annotated[float | None, typer.Option(
+        help="specimen thickness [Å], for the defocus at the entrance surface (default: n-slices × "
+             "slice-thickness-ang when both are given)")] = None,
 ) -> None:
     """Estimate the detector's rotation and transpose against the scan, the pattern centre and descan, the
     bright-field disk radius and the reciprocal pixel size from the data alone, with uncertainties; with
@@ -591,8 +594,12 @@ def calibrate(
         recipe_text(recipe, n_slices=n_slices, slice_thickness_ang=slice_thickness_ang)  # refuses before any work
         if rotation not in ("model", "resample"):
             raise ConfigError(f"--rotation takes model or resample, got '{rotation}'")
+    if thickness_ang is not None and thickness_ang <= 0:
+        raise ConfigError(f"--thickness-ang must be positive, got {thickness_ang}")
+    if thickness_ang is None and n_slices is not None and slice_thickness_ang is not None:
+        thickness_ang = n_slices * slice_thickness_ang
     dataset = read_dataset(path)
-    result = run_calibration(dataset, conv_angle_mrad=conv_angle_mrad)
+    result = run_calibration(dataset, conv_angle_mrad=conv_angle_mrad, thickness_ang=thickness_ang)
     table = Table(title=f"ptyopt calibrate {path.name}")
     for column in ("estimate", "value", "±", "unit", "how"):
         table.add_column(column)
@@ -612,7 +619,8 @@ def calibrate(
         console.print(f"written {json_file}")
     if config is not None:
         text, notes = calibrated_config(result, str(path.resolve()), dataset.dk_inv_ang, recipe=recipe,
-                                        n_slices=n_slices, slice_thickness_ang=slice_thickness_ang, rotation=rotation)
+                                        n_slices=n_slices, slice_thickness_ang=slice_thickness_ang, rotation=rotation,
+                                        file_aberrations=dataset.aberrations)
         config.write_text(text)
         for note in notes:
             console.print(f"note: {note}")
