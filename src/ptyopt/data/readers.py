@@ -81,7 +81,8 @@ class Reader(Protocol):
     def read(path: Path, key: str | None, scan_shape: tuple[int, int] | None) -> np.ndarray: ...
 
     # optional: ``metadata(path, key) -> dict`` (energy_kv, dk_inv_ang, step_ang, conv_angle_mrad, scan_shape,
-    # exposure_s) without reading the patterns
+    # exposure_s) without reading the patterns; ``read_lazy(path, key, scan_shape)``: an array-like (shape, dtype,
+    # ndim, slicing) that reads only what is indexed
 
 
 READERS: Registry[type[Reader]] = Registry("reader")

@@ -197,7 +197,8 @@ class DetectorCorrection(PreprocessStep):
     """Undo what ``ptyopt calibrate`` measured, in one bicubic resampling per pattern: the pattern centre moved to
     K//2 (centre_px at the scan's middle plus the descan plane), then the detector's transpose and rotation
     against the scan undone (``ptyopt.data.detector_errors`` conventions). Each pattern is moved by its own scan
-    position's descan."""
+    position's descan; centre_px and the descan refer to the scan as the run reads it (after data.scan_region:
+    calibrate the same region you reconstruct)."""
 
     name = "detector_correction"
     kind: Literal["detector_correction"] = "detector_correction"
